@@ -1,0 +1,40 @@
+# Two commands set everything up on a fresh machine: `make distill` (the main job) and `make test`.
+# Both create or reuse the virtual environment .venv and fetch the embedded data set.
+PY ?= python3
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROFILE ?= quick
+STUDENT ?= student-2k
+
+.PHONY: venv data test distill report bench teacher-full clean
+
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+data: venv
+	$(PYTHON) -m codec.data fetch
+
+test: venv data
+	$(PYTHON) -m pytest
+
+distill: venv data
+	$(PYTHON) -m distill.pipeline --profile $(PROFILE) --student $(STUDENT)
+
+report: venv
+	$(PYTHON) -m profiling all --out reports
+
+bench: venv data
+	$(PYTHON) -m benchmarks rd
+
+# Long background run of the teacher (hours; resumable; see README).
+teacher-full: venv data
+	$(PYTHON) -m teacher train --profile full --threads 1
+
+clean:
+	rm -rf runs results/tmp .pytest_cache

@@ -1,0 +1,95 @@
+"""Codec command line.
+
+    python -m codec encode IMAGE -o OUT.bin --model teacher --quality Q [--weights W.safetensors]
+    python -m codec decode IN.bin -o OUT.png [--weights W.safetensors ...]
+    python -m codec info IN.bin
+
+The decoder finds the model from the bitstream's model id among the shipped weights (and any
+--weights given) and refuses a bitstream made by any other model.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m codec", description="Learned image codec (YUV 4:2:0).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("encode", help="image -> bitstream")
+    e.add_argument("image")
+    e.add_argument("-o", "--output", required=True)
+    e.add_argument("--model", default="teacher", help="preset name or .safetensors path")
+    e.add_argument("--weights", help="weights for the preset (default: weights/PRESET.safetensors)")
+    e.add_argument("--quality", "-q", type=int, default=3, help="rate point index (0 = lowest rate)")
+    d = sub.add_parser("decode", help="bitstream -> PNG image")
+    d.add_argument("bitstream")
+    d.add_argument("-o", "--output", required=True)
+    d.add_argument("--weights", action="append", default=[], help="extra candidate weights (repeatable)")
+    d.add_argument("--no-crc", action="store_true", help=argparse.SUPPRESS)
+    i = sub.add_parser("info", help="print a bitstream's header")
+    i.add_argument("bitstream")
+    return p
+
+
+def _read_bitstream(path: str, verify_crc: bool = True):
+    from .bitstream import unpack
+    data = Path(path).read_bytes()
+    return data, unpack(data, verify_crc=verify_crc)
+
+
+def cmd_encode(a) -> int:
+    from .api import encode_image
+    from .data import load_rgb
+    from .weights import load_model
+
+    image = load_rgb(a.image)
+    model = load_model(a.model, a.weights)
+    data = encode_image(model, image, a.quality)
+    Path(a.output).write_bytes(data)
+    h, w = image.shape[:2]
+    print(f"{a.output}: {len(data)} bytes, {len(data) * 8 / (h * w):.4f} bpp ({w}x{h}, {model.name} q{a.quality})")
+    return 0
+
+
+def cmd_decode(a) -> int:
+    from PIL import Image
+
+    from .api import decode_planes
+    from .bitstream import BitstreamError
+    from .color import to_uint8, yuv420_to_rgb
+    from .registry import list_models
+    from .weights import find_model_for, shipped_weights
+
+    _, bs = _read_bitstream(a.bitstream, verify_crc=not a.no_crc)
+    candidates = list(a.weights) + [n for n in list_models() if shipped_weights(n).is_file()]
+    model = find_model_for(bs.model_id, candidates)
+    if model is None:
+        raise BitstreamError(f"no known model has id {bs.model_id.hex()}: the bitstream was made by "
+                             "other weights (pass them with --weights)")
+    (y, uv), _ = decode_planes(model, bs)
+    Image.fromarray(to_uint8(yuv420_to_rgb(y, uv))).save(a.output)
+    print(f"{a.output}: {bs.width}x{bs.height} decoded with {model.name} q{bs.quality}")
+    return 0
+
+
+def cmd_info(a) -> int:
+    data, bs = _read_bitstream(a.bitstream)
+    print(f"model id {bs.model_id.hex()}  quality {bs.quality}  size {bs.width}x{bs.height}  "
+          f"streams {[len(s) for s in bs.streams]}  total {len(data)} bytes  "
+          f"{len(data) * 8 / (bs.width * bs.height):.4f} bpp")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    from .cli_util import fail
+    try:
+        return {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info}[a.cmd](a)
+    except (ValueError, OSError, KeyError) as e:
+        return fail(e)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Image-level coding: RGB image <-> bitstream bytes, for any YUVCodec."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import bitstream as bsf
+from .color import rgb_to_yuv420, to_tensor, to_uint8, yuv420_to_rgb
+from .weights import model_id
+
+
+def pad_planes(rgb: torch.Tensor, multiple: int):
+    """RGB 1x3xHxW -> (luma, chroma) planes edge-padded so H and W are multiples of ``multiple``."""
+    h, w = rgb.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    padded = F.pad(rgb, (0, pw, 0, ph), mode="replicate") if ph or pw else rgb
+    return rgb_to_yuv420(padded)
+
+
+def crop_planes(y: torch.Tensor, uv: torch.Tensor, height: int, width: int):
+    """Crop padded planes back to the picture size (chroma to the rounded-up half size)."""
+    return y[..., :height, :width], uv[..., : (height + 1) // 2, : (width + 1) // 2]
+
+
+def encode_image(model, image: np.ndarray, quality: int) -> bytes:
+    """Encode an HxWx3 uint8 RGB image at rate point ``quality`` into bitstream bytes."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError("expected an HxWx3 uint8 RGB image")
+    h, w = image.shape[:2]
+    bsf.check_size(h, w)
+    y, uv = pad_planes(to_tensor(image), model.cfg.multiple)
+    streams, _ = model.compress_planes(y, uv, quality)
+    return bsf.pack(bsf.Bitstream(model_id(model), quality, h, w, tuple(streams)))
+
+
+def decode_planes(model, bs: bsf.Bitstream):
+    """Decode a parsed bitstream into cropped (luma, chroma) planes and the decoder's integer state."""
+    if bs.model_id != model_id(model):
+        raise bsf.BitstreamError(f"bitstream was made by another model (id {bs.model_id.hex()}), "
+                                 f"not {model.name!r} ({model_id(model).hex()})")
+    m = model.cfg.multiple
+    shape = (-(-bs.height // m) * m, -(-bs.width // m) * m)
+    try:
+        (y, uv), state = model.decompress_streams(list(bs.streams), bs.quality, shape)
+    except (RuntimeError, ValueError, IndexError) as e:
+        raise bsf.BitstreamError(f"corrupt coded data: {str(e).splitlines()[0]}") from None
+    return crop_planes(y, uv, bs.height, bs.width), state
+
+
+def decode_image(model, data: bytes) -> np.ndarray:
+    """Decode bitstream bytes into an HxWx3 uint8 RGB image (the model must match the stream's id)."""
+    (y, uv), _ = decode_planes(model, bsf.unpack(data))
+    return to_uint8(yuv420_to_rgb(y, uv))
+
+
+def reconstruct(model, image: np.ndarray, quality: int) -> np.ndarray:
+    """The model's own quantised pass without entropy coding (what decode(encode(x)) must give)."""
+    h, w = image.shape[:2]
+    y, uv = pad_planes(to_tensor(image), model.cfg.multiple)
+    st = model.encode_latents(y, uv, quality)
+    y_rec, uv_rec = model.synthesize(st["y_hat"], st["uv_hat"])
+    return to_uint8(yuv420_to_rgb(*crop_planes(y_rec, uv_rec, h, w)))

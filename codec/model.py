@@ -1,0 +1,251 @@
+"""The codec skeleton shared by every model: the entropy path lives here once.
+
+A model is a set of transforms (given by teacher/ or student/) plugged into ``YUVCodec``:
+
+    analysis_y, analysis_uv      luma (H x W) and 4:2:0 chroma (H/2 x W/2) -> latents on the H/16 grid
+    hyper_analysis               both latents -> hyper-latent z on the H/64 grid
+    hyper_decoder_y / _uv        z_hat -> features for the mean of each latent
+    scale_decoder                z_hat -> scale INDEX of every latent element (integer network, exact)
+    context_y / _uv              checkerboard masked convolution over already decoded anchor elements
+    fusion_y / _uv               prediction fusion of hyper and context features -> mean mu
+    synthesis_y / _uv            latents -> luma, and chroma conditioned on luma features (ICCI)
+
+Entropy path (JPEG AI's deterministic split): z is coded with a factorized prior; each latent element is
+coded as the zero-mean residual r = round(y*g - mu*g) with the Gaussian table picked by its integer scale
+index (g: the rate point's gain vector); elements whose index is below ``skip_index`` are not coded
+(y_hat = mu). The entropy decoder depends only on integers, so float differences between runtimes can
+move the picture by a hair but can never desynchronise the bitstream.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.models import CompressionModel
+
+from .bitstream import Bitstream, BitstreamError
+from .entropy import CdfTables, decode_symbols, encode_symbols, estimated_bits
+from .intnet import INPUT_MAX, INPUT_MIN, ste_round
+
+SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
+LOG_STEP = math.log(SCALE_MAX / SCALE_MIN) / (SCALE_LEVELS - 1)
+
+# Which side of the codec runs each transform (read by the profiler).
+MODULE_ROLES = {
+    "analysis_y": ("encoder",), "analysis_uv": ("encoder",), "hyper_analysis": ("encoder",),
+    "hyper_decoder_y": ("encoder", "decoder"), "hyper_decoder_uv": ("encoder", "decoder"),
+    "scale_decoder": ("encoder", "decoder"),
+    "context_y": ("encoder", "decoder"), "context_uv": ("encoder", "decoder"),
+    "fusion_y": ("encoder", "decoder"), "fusion_uv": ("encoder", "decoder"),
+    "synthesis_y": ("decoder",), "synthesis_uv": ("decoder",),
+    "entropy_bottleneck": (), "gaussian_conditional": (),
+}
+
+
+def make_scale_table() -> list[float]:
+    """The geometric table of Gaussian scales indexed by the integer scale index."""
+    return [SCALE_MIN * math.exp(LOG_STEP * i) for i in range(SCALE_LEVELS)]
+
+
+def checkerboard(h: int, w: int, device=None) -> torch.Tensor:
+    """1x1xhxw float mask, 1 on anchor positions ((row + col) even), decoded in the first pass."""
+    r = torch.arange(h, device=device)[:, None]
+    c = torch.arange(w, device=device)[None, :]
+    return ((r + c) % 2 == 0).float()[None, None]
+
+
+@dataclass
+class EntropyConfig:
+    """Entropy-path settings shared by all models: latent sizes, rate points, skip threshold."""
+
+    y_channels: int
+    uv_channels: int
+    z_channels: int
+    lambdas: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483)
+    skip_index: int = 5            # scale < ~0.2: not coded
+    multiple: int = 64             # luma size the transforms need (z grid is H/64)
+
+
+class YUVCodec(CompressionModel):
+    """A variable-rate YUV 4:2:0 learned codec with a deterministic integer entropy path."""
+
+    def __init__(self, transforms: dict[str, nn.Module], cfg: EntropyConfig, name: str = "model"):
+        super().__init__()
+        self.name, self.cfg = name, cfg
+        for key in MODULE_ROLES:
+            if key in ("entropy_bottleneck", "gaussian_conditional"):
+                continue
+            setattr(self, key, transforms[key])
+        self.entropy_bottleneck = EntropyBottleneck(cfg.z_channels)
+        self.gaussian_conditional = GaussianConditional(make_scale_table())
+        m = cfg.y_channels + cfg.uv_channels
+        q = len(cfg.lambdas)
+        # Gain vectors in scale-index steps: gain = exp(LOG_STEP * round(steps)), so a gain shifts the
+        # integer scale index by an exact integer. Initialised to spread the rate points.
+        init = torch.linspace(-1.5, 1.5, q)[:, None].expand(q, m) / LOG_STEP
+        self.gain_steps = nn.Parameter(init.clone())
+
+    # ---- rate points -------------------------------------------------------------------------
+    @property
+    def num_qualities(self) -> int:
+        return len(self.cfg.lambdas)
+
+    def _gain(self, q: torch.Tensor):
+        """Per-sample (gain, integer index offset) tensors of shape B x (My+Muv) x 1 x 1."""
+        steps = ste_round(self.gain_steps[q])[..., None, None]
+        return torch.exp(LOG_STEP * steps), steps
+
+    def _split(self, t: torch.Tensor):
+        return t[:, : self.cfg.y_channels], t[:, self.cfg.y_channels:]
+
+    # ---- training forward ----------------------------------------------------------------------
+    def forward(self, y_plane: torch.Tensor, uv_plane: torch.Tensor, q: torch.Tensor | int = 0):
+        """Training/profiling pass: noisy rates, straight-through reconstructions and side outputs."""
+        if isinstance(q, int):
+            q = torch.full((y_plane.shape[0],), q, dtype=torch.long, device=y_plane.device)
+        ly, luv = self.analysis_y(y_plane), self.analysis_uv(uv_plane)
+        latent = torch.cat((ly, luv), 1)
+        z = self.hyper_analysis(latent)
+        _, z_lik = self.entropy_bottleneck(z)
+        z_hat = torch.clamp(ste_round(z), INPUT_MIN, INPUT_MAX)
+        gain, steps = self._gain(q)
+        index = torch.clamp(self.scale_decoder(z_hat) + steps, 0, SCALE_LEVELS - 1)
+        scale = SCALE_MIN * torch.exp(LOG_STEP * index)
+        # Skip is a hard decision with no gradient; training codes every element instead (an element
+        # whose scale is tiny and residual zero costs ~0 bits either way) and evaluation applies it.
+        skip = (index.detach() < self.cfg.skip_index) & (not self.training)
+        anchor = checkerboard(*latent.shape[-2:], device=latent.device)
+        g_y, g_uv = self._split(gain)
+        s_y, s_uv = self._split(scale)
+        k_y, k_uv = self._split(skip)
+
+        hy = self.hyper_decoder_y(z_hat)
+        noisy_y = ly + (torch.rand_like(ly) - 0.5) / g_y if self.training else ly
+        mu_y = self.fusion_y(hy, self.context_y(noisy_y * anchor) * (1 - anchor))
+        yh, lik_y = self._quantize(ly, mu_y, g_y, s_y, k_y)
+
+        hu = self.hyper_decoder_uv(z_hat)
+        noisy_uv = luv + (torch.rand_like(luv) - 0.5) / g_uv if self.training else luv
+        mu_uv = self.fusion_uv(hu, self.context_uv(noisy_uv * anchor) * (1 - anchor), yh)
+        uvh, lik_uv = self._quantize(luv, mu_uv, g_uv, s_uv, k_uv)
+
+        y_rec, luma_feat = self.synthesis_y(yh)
+        uv_rec = self.synthesis_uv(uvh, luma_feat)
+        return {
+            "y": y_rec, "uv": uv_rec,
+            "likelihoods": {"z": z_lik, "y": lik_y, "uv": lik_uv},
+            "latent": latent, "latent_hat": torch.cat((yh, uvh), 1),
+            "mean": torch.cat((mu_y, mu_uv), 1), "scale_index": index,
+        }
+
+    def _quantize(self, lat, mu, gain, scale, skip):
+        """Gained residual quantisation: (y_hat, likelihoods) with skip applied."""
+        yg, mug = lat * gain, mu * gain
+        _, lik = self.gaussian_conditional(yg, scale, means=mug)
+        lik = torch.where(skip, torch.ones_like(lik), lik)
+        r = torch.where(skip, torch.zeros_like(yg), ste_round(yg - mug))
+        return (r + mug) / gain, lik
+
+    # ---- the coding path (shared by encoder and decoder) ----------------------------------------
+    def _reconstruct(self, z_hat, gain, skip, residual_fn):
+        """Run the two checkerboard passes for Y then UV; ``residual_fn(branch, mu_gained)`` supplies
+        the integer residuals (computed by the encoder, read from the bitstream by the decoder)."""
+        h, w = z_hat.shape[-2] * 4, z_hat.shape[-1] * 4
+        anchor = checkerboard(h, w, device=z_hat.device)
+        g_y, g_uv = self._split(gain)
+        k_y, k_uv = self._split(skip)
+
+        def two_pass(branch, hyper, ctx_model, fusion, g, k, *extra):
+            zeros = torch.zeros(hyper.shape[0], ctx_model.out_channels, h, w, device=hyper.device)
+            mug_a = fusion(hyper, zeros, *extra) * g
+            r_a = torch.where(k, torch.zeros_like(mug_a), residual_fn(branch, mug_a)) * anchor
+            ctx = ctx_model((r_a + mug_a) / g * anchor) * (1 - anchor)
+            mug = torch.where(anchor.bool(), mug_a, fusion(hyper, ctx, *extra) * g)
+            r = torch.where(k, torch.zeros_like(mug), residual_fn(branch, mug))
+            return r, (r + mug) / g
+
+        r_y, yh = two_pass("y", self.hyper_decoder_y(z_hat), self.context_y, self.fusion_y, g_y, k_y)
+        r_uv, uvh = two_pass("uv", self.hyper_decoder_uv(z_hat), self.context_uv, self.fusion_uv,
+                             g_uv, k_uv, yh)
+        return torch.cat((r_y, r_uv), 1), yh, uvh
+
+    def _z_symbols_offset(self) -> torch.Tensor:
+        """Integer shift that centres z on the entropy bottleneck's table (round of the medians)."""
+        return torch.round(self.entropy_bottleneck.quantiles[:, 0, 1].detach()).long()[None, :, None, None]
+
+    def _index(self, z_int: torch.Tensor, q: int):
+        """Exact integer scale index (gained) and skip mask from the integer hyper-latent."""
+        steps = torch.round(self.gain_steps[q].detach()).long()[None, :, None, None]
+        index = torch.clamp(self.scale_decoder.int_forward(z_int) + steps, 0, SCALE_LEVELS - 1)
+        gain = torch.exp(LOG_STEP * steps.float())
+        return index, index < self.cfg.skip_index, gain
+
+    @torch.no_grad()
+    def encode_latents(self, y_plane, uv_plane, q: int) -> dict:
+        """Encoder side without entropy coding: integers to code, reconstruction and estimated bits."""
+        ly, luv = self.analysis_y(y_plane), self.analysis_uv(uv_plane)
+        latent = torch.cat((ly, luv), 1)
+        z_int = torch.clamp(torch.round(self.hyper_analysis(latent)), INPUT_MIN, INPUT_MAX)
+        index, skip, gain = self._index(z_int, q)
+        target = {"y": ly * gain[:, : self.cfg.y_channels], "uv": luv * gain[:, self.cfg.y_channels:]}
+        r, yh, uvh = self._reconstruct(z_int, gain, skip, lambda b, mug: torch.round(target[b] - mug))
+        return {"z": z_int.long(), "residual": r.long(), "index": index, "skip": skip,
+                "y_hat": yh, "uv_hat": uvh}
+
+    @torch.no_grad()
+    def synthesize(self, yh: torch.Tensor, uvh: torch.Tensor):
+        """Latents -> (luma, chroma) planes."""
+        y_rec, feat = self.synthesis_y(yh)
+        return y_rec, self.synthesis_uv(uvh, feat)
+
+    @torch.no_grad()
+    def compress_planes(self, y_plane, uv_plane, q: int) -> tuple[list[bytes], dict]:
+        """Code padded planes into [z stream, residual stream]; also returns the encoder-side state."""
+        if not 0 <= q < self.num_qualities:
+            raise ValueError(f"quality must be in 0..{self.num_qualities - 1}, got {q}")
+        st = self.encode_latents(y_plane, uv_plane, q)
+        z_sym = st["z"] - self._z_symbols_offset()
+        z_idx = torch.arange(self.cfg.z_channels).view(1, -1, 1, 1).expand_as(z_sym)
+        coded = ~st["skip"]
+        z_stream = encode_symbols(z_sym, z_idx, CdfTables(self.entropy_bottleneck))
+        r_stream = encode_symbols(st["residual"][coded], st["index"][coded],
+                                  CdfTables(self.gaussian_conditional))
+        return [z_stream, r_stream], st
+
+    @torch.no_grad()
+    def decompress_streams(self, streams: list[bytes], q: int, shape: tuple[int, int]):
+        """Decode [z stream, residual stream] for padded luma size ``shape`` -> (luma, chroma) planes."""
+        if len(streams) != 2:
+            raise BitstreamError(f"expected 2 coded streams, found {len(streams)}")
+        if not 0 <= q < self.num_qualities:
+            raise BitstreamError(f"rate point {q} does not exist for this model")
+        hz, wz = shape[0] // self.cfg.multiple, shape[1] // self.cfg.multiple
+        z_idx = torch.arange(self.cfg.z_channels).view(1, -1, 1, 1).expand(1, -1, hz, wz)
+        z_int = decode_symbols(streams[0], z_idx, CdfTables(self.entropy_bottleneck)).view(z_idx.shape)
+        z_int = torch.clamp(z_int + self._z_symbols_offset(), INPUT_MIN, INPUT_MAX).float()
+        index, skip, gain = self._index(z_int, q)
+        residual = torch.zeros(index.shape, dtype=torch.long)
+        residual[~skip] = decode_symbols(streams[1], index[~skip], CdfTables(self.gaussian_conditional))
+        r_y, r_uv = self._split(residual.float())
+        decoded = {"y": r_y, "uv": r_uv}
+        _, yh, uvh = self._reconstruct(z_int, gain, skip, lambda branch, mug: decoded[branch])
+        return self.synthesize(yh, uvh), {"residual": residual, "index": index}
+
+    @torch.no_grad()
+    def estimate_bits(self, st: dict) -> float:
+        """Bits the entropy models predict for the symbols an encoder state holds (for rate checks)."""
+        eb = self.entropy_bottleneck
+        z_lik, _, _ = eb._likelihood((st["z"] - self._z_symbols_offset()).float().permute(1, 0, 2, 3)
+                                     .reshape(self.cfg.z_channels, 1, -1) + eb.quantiles[:, :, 1:2])
+        coded = ~st["skip"]
+        scales = torch.tensor(make_scale_table())[st["index"][coded]]
+        r_lik = self.gaussian_conditional._likelihood(st["residual"][coded].float(), scales)
+        return estimated_bits(z_lik) + estimated_bits(r_lik)
+
+    def update(self, scale_table=None, force=False, update_quantiles=False):
+        """Build the CDF tables (once, after training); they are then saved with the weights."""
+        return super().update(scale_table=torch.tensor(make_scale_table()), force=force,
+                              update_quantiles=update_quantiles)

@@ -1,0 +1,216 @@
+"""The training loop shared by the teacher and the students (distillation adds loss terms to it).
+
+Rate-distortion loss on YUV 4:2:0: lambda_q * 255^2 * (6*MSE_Y + MSE_U + MSE_V)/8 + bpp, with the rate
+point q drawn per sample so one run trains every rate (variable rate from one set of weights).
+Checkpoints are written atomically (temp file + rename) and hold only tensors and numbers, so they load
+with ``torch.load(weights_only=True)``; a run resumes from its checkpoint after any interruption.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .color import rgb_to_yuv420
+
+
+@dataclass
+class TrainConfig:
+    """One training profile (quick or full)."""
+
+    steps: int = 300
+    batch: int = 4
+    crop: int = 128
+    lr: float = 2e-4
+    warmup: int = 100
+    min_lr_ratio: float = 0.05
+    crops_per_epoch: int = 4000
+    threads: int = 2
+    checkpoint_every_s: float = 300.0
+    log_every: int = 10
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then cosine decay to ``min_lr_ratio * lr``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def rd_loss(model, out: dict, y: torch.Tensor, uv: torch.Tensor, q: torch.Tensor) -> dict:
+    """Per-batch rate-distortion loss and its parts (bpp per luma pixel, PSNR-YUV estimate)."""
+    n, _, h, w = y.shape
+    mse_y = ((out["y"] - y) ** 2).mean(dim=(1, 2, 3))
+    mse_uv = ((out["uv"] - uv) ** 2).mean(dim=(2, 3)).sum(1)
+    mse = (6 * mse_y + mse_uv) / 8
+    bits = sum(-torch.log2(l.clamp_min(1e-9)).sum(dim=(1, 2, 3)) for l in out["likelihoods"].values())
+    bpp = bits / (h * w)
+    lam = torch.tensor(model.cfg.lambdas, device=y.device)[q]
+    loss = (lam * 255 ** 2 * mse + bpp).mean()
+    psnr = (10 * torch.log10(1 / mse.detach().clamp_min(1e-10))).mean()
+    return {"loss": loss, "bpp": bpp.mean().detach(), "mse": mse.mean().detach(), "psnr_yuv": psnr}
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """Trains a YUVCodec on random crops; ``extra_loss(out, y, uv, q) -> (tensor, dict)`` adds terms."""
+
+    def __init__(self, model, cfg: TrainConfig, run_dir: str | Path, images: list,
+                 extra_loss: Callable | None = None, extra_modules: torch.nn.Module | None = None):
+        from .data import CropDataset
+
+        self.model, self.cfg, self.extra_loss = model, cfg, extra_loss
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        torch.set_num_threads(cfg.threads)
+        params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+        if extra_modules is not None:
+            params += list(extra_modules.parameters())
+        self.extra_modules = extra_modules
+        self.opt = torch.optim.Adam(params, lr=cfg.lr)
+        self.aux_opt = torch.optim.Adam([p for n, p in model.named_parameters() if n.endswith("quantiles")],
+                                        lr=1e-3)
+        data = CropDataset(images, crop_size=cfg.crop, count=cfg.crops_per_epoch)
+        self.loader = DataLoader(data, batch_size=cfg.batch, shuffle=True, drop_last=True, num_workers=0)
+        self.step = 0
+        self.ckpt = self.run_dir / "checkpoint.pt"
+
+    def state(self) -> dict:
+        """Everything needed to resume, as tensors and numbers only."""
+        s = {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+             "aux_opt": self.aux_opt.state_dict(), "step": self.step, "rng": torch.get_rng_state()}
+        if self.extra_modules is not None:
+            s["extra"] = self.extra_modules.state_dict()
+        return s
+
+    def save(self) -> None:
+        """Write the checkpoint atomically."""
+        _atomic_save(self.state(), self.ckpt)
+
+    def resume(self) -> bool:
+        """Load the run's checkpoint if there is one; returns whether it did."""
+        if not self.ckpt.is_file():
+            return False
+        s = torch.load(self.ckpt, weights_only=True)
+        self.model.load_state_dict(s["model"])
+        self.opt.load_state_dict(s["opt"])
+        self.aux_opt.load_state_dict(s["aux_opt"])
+        if self.extra_modules is not None and "extra" in s:
+            self.extra_modules.load_state_dict(s["extra"])
+        self.step = int(s["step"])
+        torch.set_rng_state(s["rng"])
+        return True
+
+    def _batches(self):
+        while True:
+            yield from self.loader
+
+    def train(self, progress: bool = True) -> dict:
+        """Run until ``cfg.steps``; returns the last logged metrics."""
+        cfg, model = self.cfg, self.model
+        model.train()
+        log_path = self.run_dir / "log.csv"
+        new_log = not log_path.exists() or self.step == 0
+        logf = open(log_path, "w" if new_log else "a", newline="")
+        writer = csv.writer(logf)
+        if new_log:
+            writer.writerow(["step", "time_s", "lr", "loss", "bpp", "psnr_yuv", "aux"])
+        (self.run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {model.name}", disable=not progress,
+                   dynamic_ncols=True)
+        last_ckpt, t0, metrics = time.time(), time.time(), {}
+        gen = torch.Generator().manual_seed(cfg.seed + self.step)
+        acc = {"loss": 0.0, "bpp": 0.0, "psnr_yuv": 0.0, "n": 0}
+        for rgb in self._batches():
+            if self.step >= cfg.steps:
+                break
+            for g in self.opt.param_groups:
+                g["lr"] = lr_at(self.step, cfg)
+            y, uv = rgb_to_yuv420(rgb)
+            q = torch.randint(0, model.num_qualities, (rgb.shape[0],), generator=gen)
+            out = model(y, uv, q)
+            parts = rd_loss(model, out, y, uv, q)
+            loss = parts["loss"]
+            if self.extra_loss is not None:
+                extra, _ = self.extra_loss(out, y, uv, q)
+                loss = loss + extra
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            self.opt.step()
+            aux = model.aux_loss()
+            self.aux_opt.zero_grad(set_to_none=True)
+            aux.backward()
+            self.aux_opt.step()
+            self.step += 1
+            for k in ("loss", "bpp", "psnr_yuv"):
+                acc[k] += float(parts[k] if k != "loss" else loss.detach())
+            acc["n"] += 1
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                metrics = {k: acc[k] / acc["n"] for k in ("loss", "bpp", "psnr_yuv")}
+                writer.writerow([self.step, round(time.time() - t0, 1), f"{lr_at(self.step, cfg):.3g}",
+                                 f"{metrics['loss']:.4f}", f"{metrics['bpp']:.4f}", f"{metrics['psnr_yuv']:.3f}",
+                                 f"{float(aux):.2f}"])
+                logf.flush()
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}", bpp=f"{metrics['bpp']:.3f}",
+                                psnr=f"{metrics['psnr_yuv']:.2f}")
+                acc = {"loss": 0.0, "bpp": 0.0, "psnr_yuv": 0.0, "n": 0}
+            bar.update(1)
+            if time.time() - last_ckpt > cfg.checkpoint_every_s:
+                self.save()
+                last_ckpt = time.time()
+        bar.close()
+        logf.close()
+        self.save()
+        model.eval()
+        return metrics
+
+
+def plot_log(run_dir: str | Path) -> Path:
+    """Draw loss, bpp and PSNR-YUV against steps from a run's log.csv into training.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    rows = list(csv.DictReader(open(run_dir / "log.csv")))
+    steps = [int(r["step"]) for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    for ax, key in zip(axes, ("loss", "bpp", "psnr_yuv")):
+        ax.plot(steps, [float(r[key]) for r in rows])
+        ax.set_xlabel("step")
+        ax.set_title(key + (" (training crops, estimated)" if key != "loss" else ""))
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = run_dir / "training.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def export_trained(model, run_dir: str | Path, out_path: str | Path) -> Path:
+    """Build the CDF tables and write the run's weights as safetensors; returns the path."""
+    from .weights import save_weights
+
+    model.eval()
+    model.update(force=True)
+    return save_weights(model, out_path)

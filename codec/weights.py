@@ -1,0 +1,116 @@
+"""Safe weight files (safetensors, no pickles), model ids and finding a model for a bitstream.
+
+Shipped weights live in ``weights/<preset>.safetensors``. Float tensors are stored as float16 to keep
+the repository small; the model id is computed from the tensors as loaded, so encoder and decoder agree.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .registry import create_model, list_models
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+class WeightsError(ValueError):
+    """Weights that are missing, unreadable or do not fit the model."""
+
+
+def model_id(model) -> bytes:
+    """8-byte id of a model: a hash of its preset name and every tensor of its state dict.
+
+    Models loaded for coding (``load_model``) cache it, since their weights no longer change."""
+    cached = getattr(model, "frozen_id", None)
+    if cached is not None:
+        return cached
+    h = hashlib.sha256(model.name.encode())
+    for key, t in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.digest()[:8]
+
+
+def save_weights(model, path: str | Path, half: bool = True) -> Path:
+    """Write a model's state dict as safetensors (floats as float16 unless ``half`` is False)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(sd, str(tmp), metadata={"preset": model.name})
+    tmp.replace(path)
+    return path
+
+
+def load_weights(model, path: str | Path):
+    """Load safetensors weights into ``model`` (floats converted to the model's dtype); returns model."""
+    try:
+        sd = load_file(str(path))
+    except (OSError, SafetensorError) as e:
+        raise WeightsError(f"cannot read weights {path}: {e}") from None
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+    try:
+        model.load_state_dict(sd)
+    except (RuntimeError, KeyError) as e:
+        raise WeightsError(f"weights {path} do not fit model {model.name!r}: {str(e).splitlines()[0]}") from None
+    return model
+
+
+def shipped_weights(name: str) -> Path:
+    """Path of the weights shipped for preset ``name`` (may not exist)."""
+    return WEIGHTS_DIR / f"{name}.safetensors"
+
+
+def load_model(name_or_path: str, weights: str | Path | None = None):
+    """Build a model ready to code: a preset name (shipped weights) or a .safetensors path
+    (its metadata names the preset). Raises WeightsError if no trained weights are found."""
+    path = Path(weights) if weights else None
+    if name_or_path.endswith(".safetensors"):
+        path = Path(name_or_path)
+        name = _preset_of(path)
+    else:
+        name = name_or_path
+    path = path or shipped_weights(name)
+    if not path.is_file():
+        raise WeightsError(f"no weights for {name!r} at {path}: train it first or pass --weights")
+    try:
+        model = create_model(name)
+    except KeyError as e:
+        raise WeightsError(str(e.args[0])) from None
+    load_weights(model, path).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.frozen_id = model_id(model)
+    return model
+
+
+def _preset_of(path: Path) -> str:
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except (OSError, SafetensorError) as e:
+        raise WeightsError(f"cannot read weights {path}: {e}") from None
+    if "preset" not in meta:
+        raise WeightsError(f"weights {path} do not name their preset (metadata 'preset')")
+    return meta["preset"]
+
+
+def find_model_for(mid: bytes, candidates: list[str | Path] | None = None):
+    """Return the loaded model whose id is ``mid`` among the candidates (paths or presets; by default
+    every preset with shipped weights), or None."""
+    if candidates is None:
+        candidates = [n for n in list_models() if shipped_weights(n).is_file()]
+    for c in candidates:
+        try:
+            model = load_model(str(c))
+        except WeightsError:
+            continue
+        if model_id(model) == mid:
+            return model
+    return None
