@@ -1,0 +1,113 @@
+"""Command line: ``python -m benchmarks rd`` runs the benchmark; ``python -m benchmarks report``
+rebuilds the tables and plots from results/rd.json."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from codec.data import ImageError, eval_images
+
+from .codecs import CodecError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _weights(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--weights wants NAME=PATH, got {pair!r}")
+        out[name] = path
+    return out
+
+
+def cmd_rd(args) -> None:
+    """Run the benchmark and write every results file."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread for every decoder, as the CLI tools run
+    try:
+        _run_and_write(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_and_write(args) -> None:
+    """Select the codecs, run them on the images, print what was skipped, write results/."""
+    from .rd import run_rd, select_codecs
+    from .report import machine, write_results
+
+    if args.images is not None and args.images < 1:
+        raise ValueError("--images must be at least 1")
+    images = eval_images(args.data)[: args.images]
+    names = [n.strip() for n in args.codecs.split(",") if n.strip()] if args.codecs else None
+    codecs, skipped = select_codecs(names, _weights(args.weights))
+    for name, why in skipped.items():
+        print(f"skipped {name}: {why}", file=sys.stderr)
+    print(f"running {', '.join(c.name for c in codecs)} on {len(images)} images", file=sys.stderr)
+    start = time.monotonic()
+    rows, failed = run_rd(images, codecs, progress=not args.quiet)
+    for name, why in failed.items():
+        print(f"skipped {name}: {why}", file=sys.stderr)
+    skipped.update(failed)
+    argv = args.argv if args.argv is not None else sys.argv[1:]
+    meta = {"command": "python -m benchmarks " + shlex.join(argv),
+            "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
+            "seconds": round(time.monotonic() - start, 1), "skipped": skipped,
+            "codecs": {c.name: {"kind": c.kind, "chroma": c.chroma, "settings": c.settings,
+                                "version": c.version(), "qualities": list(c.qualities),
+                                "kmac_px": c.decoder_kmac() if c.kind == "learned" else None}
+                       for c in codecs if c.name not in failed}}
+    for path in write_results({"meta": meta, "rows": rows}, args.out):
+        print(f"wrote {path}")
+    print(f"took {meta['seconds']:.0f} s", file=sys.stderr)
+
+
+def cmd_report(args) -> None:
+    """Rebuild bd.csv, rd.md and the plots from rd.json."""
+    from .report import load_result, write_results
+    for path in write_results(load_result(args.out), args.out):
+        print(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark command line; return the exit status."""
+    parser = _Parser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    rd = sub.add_parser("rd", help="run the RD benchmark and write results/")
+    rd.add_argument("--data", default=None, help="image folder (default: data/eval)")
+    rd.add_argument("--codecs", default=None,
+                    help="comma-separated codec names (default: all; the anchors jpeg and hevc are "
+                         "always added): jpeg, cjpeg, webp, jpeg2000, avif, jxl, hevc, model presets")
+    rd.add_argument("--images", type=int, default=None, help="use only the first N images")
+    rd.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
+                    help="also benchmark a model from a .safetensors file (repeatable)")
+    rd.add_argument("--out", default="results", help="results folder (default: results)")
+    rd.add_argument("--quiet", action="store_true", help="no progress bar")
+    rep = sub.add_parser("report", help="rebuild tables and plots from results/rd.json")
+    rep.add_argument("--out", default="results", help="results folder (default: results)")
+    args = parser.parse_args(argv)
+    args.argv = argv
+    try:
+        (cmd_rd if args.command == "rd" else cmd_report)(args)
+    except (ImageError, ValueError, CodecError, OSError) as exc:
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Benchmark wiring: BD figures, bpp accounting, skipped codecs, the CLI (needs no Debian codec tools)."""
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import benchmarks.codecs as bcodecs
+import benchmarks.rd as brd
+from benchmarks.__main__ import main
+from benchmarks.bdrate import bd_pair, bd_summary, rd_curve
+from benchmarks.codecs import PillowJPEG, WebP
+from benchmarks.rd import bits_per_pixel, measure, select_codecs
+
+RATES = np.array([0.1, 0.2, 0.4, 0.8, 1.6])
+PSNR = np.array([28.0, 31.5, 34.5, 37.0, 39.0])
+
+
+def _image(h=48, w=64, seed=0):
+    """A smooth gradient plus texture: compresses like a photo, more bytes at higher quality."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([xx * 255 / w, yy * 255 / h, (xx + yy) * 127 / (h + w)], -1)
+    return np.clip(base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def _rows(codec, image, rates, psnrs):
+    return [{"codec": codec, "image": image, "quality": i, "bpp": r, "psnr_rgb": p, "psnr_yuv": p,
+             "ms_ssim": 1 - 10 ** (-p / 10)} for i, (r, p) in enumerate(zip(rates, psnrs))]
+
+
+def test_bd_rate_of_scaled_rates_is_minus_20_percent():
+    rate, quality = bd_pair((RATES, PSNR), (RATES * 0.8, PSNR))
+    assert rate == pytest.approx(-20.0, abs=0.1)
+    assert quality > 0
+
+
+def test_bd_psnr_of_shifted_curve_is_plus_1_db():
+    rate, quality = bd_pair((RATES, PSNR), (RATES, PSNR + 1.0))
+    assert quality == pytest.approx(1.0, abs=1e-6)
+    assert rate < 0
+
+
+def test_bd_summary_averages_over_images_and_counts_skipped_pairs():
+    rows = (_rows("jpeg", "a", RATES, PSNR) + _rows("x", "a", RATES * 0.8, PSNR)
+            + _rows("jpeg", "b", RATES, PSNR) + _rows("x", "b", RATES * 0.6, PSNR)
+            + _rows("jpeg", "c", RATES, PSNR) + _rows("x", "c", RATES * 100, PSNR + 30))  # no overlap
+    for metric in ("psnr_rgb", "psnr_yuv", "ms_ssim"):
+        s = bd_summary(rows, "jpeg", "x", metric)
+        assert s["bd_rate"] == pytest.approx((-20.0 - 40.0) / 2, abs=0.1)
+        assert (s["n_images"], s["n_skipped"]) == (2, 1)
+    assert bd_summary(rows, "jpeg", "x", "psnr_yuv", images=["a"])["bd_rate"] == pytest.approx(-20, abs=0.1)
+
+
+def test_rd_curve_keeps_only_improving_points():
+    rows = _rows("x", "a", [0.4, 0.1, 0.2, 0.3], [30.0, 25.0, 27.0, 26.0])
+    rates, dists = rd_curve(rows, "psnr_yuv")
+    assert rates.tolist() == [0.1, 0.2, 0.4] and dists.tolist() == [25.0, 27.0, 30.0]
+
+
+def test_bpp_is_file_bytes_times_8_over_pixels(tmp_path):
+    rgb = _image(23, 37)  # odd sizes: pixels are the real picture's
+    path = PillowJPEG().encode(rgb, 50, tmp_path)
+    nbytes = path.stat().st_size
+    assert bits_per_pixel(nbytes, 23, 37) == nbytes * 8 / (23 * 37)
+    row = measure(PillowJPEG(), rgb, 50, "img")
+    assert row["bytes"] == nbytes
+    assert row["bpp"] == pytest.approx(nbytes * 8 / (23 * 37))
+    assert row["psnr_rgb"] > 20 and row["decode_s"] >= 0
+
+
+def test_pillow_jpeg_sweep_is_monotone_in_bytes(tmp_path):
+    rgb, codec = _image(), PillowJPEG()
+    sizes = [codec.encode(rgb, q, tmp_path).stat().st_size for q in codec.qualities]
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+    with Image.open(codec.encode(rgb, 50, tmp_path)) as im:
+        from PIL import JpegImagePlugin
+        assert JpegImagePlugin.get_sampling(im) == 2  # 4:2:0
+
+
+def test_missing_tool_is_skipped_with_a_reason(monkeypatch):
+    monkeypatch.setattr(bcodecs.shutil, "which", lambda name: None)
+    monkeypatch.setattr(brd, "learned_codecs", lambda weights=None: [])
+    ok, reason = WebP().available()
+    assert not ok and "cwebp" in reason and "apt-get install -y webp" in reason
+    usable, skipped = select_codecs(["webp"])
+    assert [c.name for c in usable] == ["jpeg"]  # the always-available anchor is added
+    assert "webp" in skipped and "hevc" in skipped and "x265" in skipped["hevc"]
+    with pytest.raises(ValueError, match="unknown codec"):
+        select_codecs(["nosuchcodec"])
+
+
+def test_cli_runs_end_to_end_and_reports_skips(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bcodecs.shutil, "which", lambda name: None)
+    monkeypatch.setattr(brd, "learned_codecs", lambda weights=None: [])
+    data, out = tmp_path / "data", tmp_path / "results"
+    data.mkdir()
+    for i in range(2):
+        Image.fromarray(_image(40, 56, seed=i)).save(data / f"img{i}.png")
+    assert main(["rd", "--data", str(data), "--codecs", "webp", "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped webp:" in err and "skipped hevc:" in err
+    with open(out / "rd.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * len(PillowJPEG.qualities) and {r["codec"] for r in rows} == {"jpeg"}
+    md = (out / "rd.md").read_text()
+    assert "| jpeg |" in md and "## Skipped codecs" in md and "- webp:" in md
+    for name in ("rd.json", "bd.csv", "rd_curves.png", "complexity_vs_bdrate.png"):
+        assert (out / name).stat().st_size > 0
+    assert main(["report", "--out", str(out)]) == 0
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["rd", "--data", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
