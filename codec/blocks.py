@@ -17,7 +17,11 @@ def deconv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.ConvTranspose
 
 class Fusion(nn.Module):
     """Prediction fusion: concatenate hyper features, context features (and any extra inputs, such as
-    the decoded luma latent for chroma) and map them to the mean with a stack of 1x1 convolutions."""
+    the decoded luma latent for chroma) and map them to the mean with a stack of 1x1 convolutions.
+
+    Being pointwise, the decoder evaluates it only where each checkerboard pass needs a mean."""
+
+    pointwise = True
 
     def __init__(self, in_channels: int, hidden: int, out_channels: int, depth: int = 3):
         super().__init__()

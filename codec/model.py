@@ -158,12 +158,24 @@ class YUVCodec(CompressionModel):
         g_y, g_uv = self._split(gain)
         k_y, k_uv = self._split(skip)
 
+        is_anchor = anchor[0, 0].bool()
+
+        def fuse(fusion, where, *features):
+            """Mean at the positions ``where`` only: a pointwise fusion runs on just those positions,
+            so each pass costs half a dense pass; other fusions run densely."""
+            if not getattr(fusion, "pointwise", False):
+                return fusion(*features)
+            packed = fusion(*(f[:, :, where].unsqueeze(2) for f in features)).squeeze(2)
+            out = packed.new_zeros(packed.shape[0], packed.shape[1], h, w)
+            out[:, :, where] = packed
+            return out
+
         def two_pass(branch, hyper, ctx_model, fusion, g, k, *extra):
             zeros = torch.zeros(hyper.shape[0], ctx_model.out_channels, h, w, device=hyper.device)
-            mug_a = fusion(hyper, zeros, *extra) * g
+            mug_a = fuse(fusion, is_anchor, hyper, zeros, *extra) * g * anchor
             r_a = torch.where(k, torch.zeros_like(mug_a), residual_fn(branch, mug_a)) * anchor
             ctx = ctx_model((r_a + mug_a) / g * anchor) * (1 - anchor)
-            mug = torch.where(anchor.bool(), mug_a, fusion(hyper, ctx, *extra) * g)
+            mug = torch.where(is_anchor, mug_a, fuse(fusion, ~is_anchor, hyper, ctx, *extra) * g)
             r = torch.where(k, torch.zeros_like(mug), residual_fn(branch, mug))
             return r, (r + mug) / g
 

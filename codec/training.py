@@ -34,7 +34,7 @@ class TrainConfig:
     warmup: int = 100
     min_lr_ratio: float = 0.05
     crops_per_epoch: int = 4000
-    threads: int = 2
+    threads: int = 0               # 0: auto_threads()
     checkpoint_every_s: float = 300.0
     log_every: int = 10
     seed: int = 0
@@ -69,18 +69,46 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def auto_threads() -> int:
+    """Threads to use: the cores not already busy. Oversubscribing cores makes OpenMP's spinning
+    threads slow training down by up to 50x on a shared 2-core machine (measured), so stay below."""
+    n = os.cpu_count() or 1
+    return max(1, min(n, round(n - os.getloadavg()[0])))
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; (0, 1) in a single process."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
 class Trainer:
-    """Trains a YUVCodec on random crops; ``extra_loss(out, y, uv, q) -> (tensor, dict)`` adds terms."""
+    """Trains a YUVCodec on random crops; ``extra_loss(out, y, uv, q) -> (tensor, dict)`` adds terms.
+
+    Under torchrun (WORLD_SIZE > 1) it runs DistributedDataParallel (gloo on CPU, nccl on GPU): the
+    global batch stays ``cfg.batch`` (split over ranks) so results mean the same as in one process;
+    rank 0 alone writes logs and checkpoints."""
 
     def __init__(self, model, cfg: TrainConfig, run_dir: str | Path, images: list,
                  extra_loss: Callable | None = None, extra_modules: torch.nn.Module | None = None):
         from .data import CropDataset
 
         self.model, self.cfg, self.extra_loss = model, cfg, extra_loss
+        self.rank, self.world = dist_info()
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(cfg.seed)
-        torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed + self.rank)
+        torch.set_num_threads(cfg.threads or auto_threads())
+        self.forward = model
+        if self.world > 1:
+            import torch.distributed as dist
+            from torch.nn.parallel import DistributedDataParallel
+
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            # The entropy bottleneck's quantiles only get gradients from the aux loss (synced below).
+            self.forward = DistributedDataParallel(model, find_unused_parameters=True)
+            if cfg.batch % self.world:
+                raise ValueError(f"batch {cfg.batch} does not split over {self.world} processes")
         params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
         if extra_modules is not None:
             params += list(extra_modules.parameters())
@@ -89,7 +117,8 @@ class Trainer:
         self.aux_opt = torch.optim.Adam([p for n, p in model.named_parameters() if n.endswith("quantiles")],
                                         lr=1e-3)
         data = CropDataset(images, crop_size=cfg.crop, count=cfg.crops_per_epoch)
-        self.loader = DataLoader(data, batch_size=cfg.batch, shuffle=True, drop_last=True, num_workers=0)
+        self.loader = DataLoader(data, batch_size=cfg.batch // self.world, shuffle=True, drop_last=True,
+                                 num_workers=0)
         self.step = 0
         self.ckpt = self.run_dir / "checkpoint.pt"
 
@@ -102,14 +131,15 @@ class Trainer:
         return s
 
     def save(self) -> None:
-        """Write the checkpoint atomically."""
-        _atomic_save(self.state(), self.ckpt)
+        """Write the checkpoint atomically (rank 0 only)."""
+        if self.rank == 0:
+            _atomic_save(self.state(), self.ckpt)
 
     def resume(self) -> bool:
         """Load the run's checkpoint if there is one; returns whether it did."""
         if not self.ckpt.is_file():
             return False
-        s = torch.load(self.ckpt, weights_only=True)
+        s = torch.load(self.ckpt, weights_only=True, map_location="cpu")
         self.model.load_state_dict(s["model"])
         self.opt.load_state_dict(s["opt"])
         self.aux_opt.load_state_dict(s["aux_opt"])
@@ -119,6 +149,14 @@ class Trainer:
         torch.set_rng_state(s["rng"])
         return True
 
+    def _sync_grads(self, params) -> None:
+        """Average gradients over ranks for parameters that live outside the DDP module."""
+        import torch.distributed as dist
+        for p in params:
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad /= self.world
+
     def _batches(self):
         while True:
             yield from self.loader
@@ -127,17 +165,19 @@ class Trainer:
         """Run until ``cfg.steps``; returns the last logged metrics."""
         cfg, model = self.cfg, self.model
         model.train()
-        log_path = self.run_dir / "log.csv"
+        lead = self.rank == 0
+        log_path = self.run_dir / ("log.csv" if lead else f"log.rank{self.rank}.csv")
         new_log = not log_path.exists() or self.step == 0
         logf = open(log_path, "w" if new_log else "a", newline="")
         writer = csv.writer(logf)
         if new_log:
             writer.writerow(["step", "time_s", "lr", "loss", "bpp", "psnr_yuv", "aux"])
-        (self.run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {model.name}", disable=not progress,
-                   dynamic_ncols=True)
+        if lead:
+            (self.run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {model.name}",
+                   disable=not (progress and lead), dynamic_ncols=True)
         last_ckpt, t0, metrics = time.time(), time.time(), {}
-        gen = torch.Generator().manual_seed(cfg.seed + self.step)
+        gen = torch.Generator().manual_seed(cfg.seed + self.step + 7919 * self.rank)
         acc = {"loss": 0.0, "bpp": 0.0, "psnr_yuv": 0.0, "n": 0}
         for rgb in self._batches():
             if self.step >= cfg.steps:
@@ -146,7 +186,7 @@ class Trainer:
                 g["lr"] = lr_at(self.step, cfg)
             y, uv = rgb_to_yuv420(rgb)
             q = torch.randint(0, model.num_qualities, (rgb.shape[0],), generator=gen)
-            out = model(y, uv, q)
+            out = self.forward(y, uv, q)
             parts = rd_loss(model, out, y, uv, q)
             loss = parts["loss"]
             if self.extra_loss is not None:
@@ -154,11 +194,15 @@ class Trainer:
                 loss = loss + extra
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
+            if self.world > 1 and self.extra_modules is not None:
+                self._sync_grads(self.extra_modules.parameters())
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             self.opt.step()
             aux = model.aux_loss()
             self.aux_opt.zero_grad(set_to_none=True)
             aux.backward()
+            if self.world > 1:
+                self._sync_grads(p for g in self.aux_opt.param_groups for p in g["params"])
             self.aux_opt.step()
             self.step += 1
             for k in ("loss", "bpp", "psnr_yuv"):
