@@ -1,0 +1,66 @@
+"""Distillation terms from a frozen teacher to a student (both YUVCodecs on the same H/16 grid).
+
+- output:  the student's reconstruction toward the teacher's (YUV 6:1:1 MSE, scaled like distortion);
+- latent:  the student's quantised latent, through a learned 1x1 projection, toward the teacher's;
+- entropy: the student's mean and scale index, through learned 1x1 projections, toward the teacher's.
+The projections exist only in training; they are not part of the student that ships.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+
+from codec.model import SCALE_LEVELS
+
+
+@dataclass
+class KDWeights:
+    """Weight of each distillation term; 0 switches a term off."""
+
+    output: float = 0.5
+    latent: float = 0.1
+    entropy: float = 0.1
+
+    def enabled(self) -> bool:
+        return any(v > 0 for v in asdict(self).values())
+
+
+class Distiller(nn.Module):
+    """Holds the frozen teacher and the training-only projections; called as the Trainer's extra loss."""
+
+    def __init__(self, teacher, student, weights: KDWeights):
+        super().__init__()
+        self.teacher = [teacher.eval()]  # a list keeps the teacher out of this module's parameters
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        self.w = weights
+        s_ch = student.cfg.y_channels + student.cfg.uv_channels
+        t_ch = teacher.cfg.y_channels + teacher.cfg.uv_channels
+        self.latent_proj = nn.Conv2d(s_ch, t_ch, 1)
+        self.mean_proj = nn.Conv2d(s_ch, t_ch, 1)
+        self.scale_proj = nn.Conv2d(s_ch, t_ch, 1)
+        self.lambdas = torch.tensor(student.cfg.lambdas)
+
+    @staticmethod
+    def _normalised_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return ((pred - target) ** 2).mean() / (target.var() + 1e-6)
+
+    def forward(self, out: dict, y: torch.Tensor, uv: torch.Tensor, q: torch.Tensor):
+        """Total distillation loss and its parts for one batch."""
+        with torch.no_grad():
+            t = self.teacher[0](y, uv, q)
+        parts = {}
+        if self.w.output > 0:
+            mse = ((6 * ((out["y"] - t["y"]) ** 2).mean(dim=(1, 2, 3))
+                    + ((out["uv"] - t["uv"]) ** 2).mean(dim=(2, 3)).sum(1)) / 8)
+            parts["output"] = self.w.output * (self.lambdas[q] * 255 ** 2 * mse).mean()
+        if self.w.latent > 0:
+            parts["latent"] = self.w.latent * self._normalised_mse(self.latent_proj(out["latent_hat"]), t["latent_hat"])
+        if self.w.entropy > 0:
+            parts["entropy"] = self.w.entropy * (
+                self._normalised_mse(self.mean_proj(out["mean"]), t["mean"])
+                + self._normalised_mse(self.scale_proj(out["scale_index"] / SCALE_LEVELS), t["scale_index"] / SCALE_LEVELS))
+        total = sum(parts.values()) if parts else torch.zeros(())
+        return total, {k: float(v.detach()) for k, v in parts.items()}

@@ -1,0 +1,52 @@
+"""Distil a student preset from a frozen teacher with the shared training loop."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from codec.registry import create_model
+from codec.training import TrainConfig, Trainer, dist_info, export_trained, plot_log
+from codec.weights import load_model, load_weights
+
+from .losses import Distiller, KDWeights
+
+PROFILES = {
+    # minutes on 2 CPU cores: `make distill` and tests
+    "quick": dict(steps=600, batch=8, crop=128, lr=1e-3, warmup=50, crops_per_epoch=2000, log_every=10),
+    # hours in the background: the shipped student weights
+    "full": dict(steps=200_000, batch=8, crop=128, lr=5e-4, warmup=500, crops_per_epoch=20_000, log_every=50,
+                 checkpoint_every_s=300),
+}
+
+
+def distill(student_name: str, teacher_weights: str | Path | None, run_dir: str | Path, images: list,
+            profile: str = "quick", kd: KDWeights | None = None, steps: int | None = None,
+            threads: int = 0, out: str | Path | None = None, init: str | Path | None = None,
+            resume: bool = True, progress: bool = True) -> dict:
+    """Train ``student_name`` (RD loss + distillation terms unless ``kd`` is all zero or no teacher).
+
+    Returns a summary with the final metrics and the path of the exported weights."""
+    cfg = TrainConfig(**PROFILES[profile], threads=threads)
+    if steps:
+        cfg.steps = steps
+    kd = kd or KDWeights()
+    student = create_model(student_name)
+    if init:
+        load_weights(student, init)
+    distiller = None
+    if kd.enabled():
+        if not teacher_weights:
+            raise ValueError("distillation needs --teacher weights (or switch every term off with --no-kd)")
+        distiller = Distiller(load_model(str(teacher_weights)), student, kd)
+    trainer = Trainer(student, cfg, run_dir, images, extra_loss=distiller, extra_modules=distiller)
+    resumed = resume and trainer.resume()
+    metrics = trainer.train(progress=progress)
+    summary = {"student": student_name, "profile": profile, "steps": trainer.step, "resumed": resumed,
+               "kd": asdict(kd) if distiller else None, "teacher": str(teacher_weights) if distiller else None,
+               "train_metrics": metrics}
+    if dist_info()[0] == 0:
+        out = Path(out) if out else Path(run_dir) / f"{student_name}.safetensors"
+        export_trained(student, run_dir, out)
+        plot_log(run_dir)
+        summary["weights"] = str(out)
+    return summary
