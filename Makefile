@@ -4,10 +4,12 @@ PY ?= python3
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Idle OpenMP threads sleep instead of spinning: on a busy 2-core machine spinning costs up to 50x.
+export OMP_WAIT_POLICY ?= PASSIVE
 PROFILE ?= quick
 STUDENT ?= student-2k
 
-.PHONY: venv data test distill report bench teacher-full clean
+.PHONY: venv data test distill report bench train-bench install-codecs teacher-full clean
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -31,6 +33,13 @@ report: venv
 
 bench: venv data
 	$(PYTHON) -m benchmarks rd
+
+# Classical codec tools for `make bench` (Debian packages; the benchmark skips the missing ones).
+install-codecs:
+	sh benchmarks/install_codecs.sh
+
+train-bench: venv
+	$(PYTHON) -m benchmarks train-speed
 
 # Long background run of the teacher (hours; resumable; see README).
 teacher-full: venv data

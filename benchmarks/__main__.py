@@ -80,6 +80,17 @@ def cmd_report(args) -> None:
         print(f"wrote {path}")
 
 
+def cmd_train_speed(args) -> None:
+    """Measure training throughput and write results/train_speed.{md,json}."""
+    from codec.registry import list_models
+    from codec.training import auto_threads
+
+    from .train_speed import run
+    models = [m.strip() for m in args.models.split(",")] if args.models else list_models()
+    run(models, args.steps, args.batch, args.crop, Path(args.out), args.threads or auto_threads())
+    print((Path(args.out) / "train_speed.md").read_text())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark command line; return the exit status."""
     parser = _Parser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
@@ -94,12 +105,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="also benchmark a model from a .safetensors file (repeatable)")
     rd.add_argument("--out", default="results", help="results folder (default: results)")
     rd.add_argument("--quiet", action="store_true", help="no progress bar")
+    ts = sub.add_parser("train-speed", help="training steps/s per model: fp32 vs bf16 vs channels_last")
+    ts.add_argument("--models", default=None, help="comma-separated presets (default: all)")
+    ts.add_argument("--steps", type=int, default=8)
+    ts.add_argument("--batch", type=int, default=8)
+    ts.add_argument("--crop", type=int, default=128)
+    ts.add_argument("--threads", type=int, default=0, help="0 = the idle cores")
+    ts.add_argument("--out", default="results")
     rep = sub.add_parser("report", help="rebuild tables and plots from results/rd.json")
     rep.add_argument("--out", default="results", help="results folder (default: results)")
     args = parser.parse_args(argv)
     args.argv = argv
     try:
-        (cmd_rd if args.command == "rd" else cmd_report)(args)
+        {"rd": cmd_rd, "report": cmd_report, "train-speed": cmd_train_speed}[args.command](args)
     except (ImageError, ValueError, CodecError, OSError) as exc:
         print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 1

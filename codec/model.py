@@ -109,10 +109,13 @@ class YUVCodec(CompressionModel):
         ly, luv = self.analysis_y(y_plane), self.analysis_uv(uv_plane)
         latent = torch.cat((ly, luv), 1)
         z = self.hyper_analysis(latent)
-        _, z_lik = self.entropy_bottleneck(z)
+        with torch.autocast(z.device.type, enabled=False):  # entropy models stay in fp32 under bf16
+            z = z.float()
+            _, z_lik = self.entropy_bottleneck(z)
         z_hat = torch.clamp(ste_round(z), INPUT_MIN, INPUT_MAX)
         gain, steps = self._gain(q)
-        index = torch.clamp(self.scale_decoder(z_hat) + steps, 0, SCALE_LEVELS - 1)
+        with torch.autocast(z.device.type, enabled=False):  # the integer-grid net must not round in bf16
+            index = torch.clamp(self.scale_decoder(z_hat) + steps, 0, SCALE_LEVELS - 1)
         scale = SCALE_MIN * torch.exp(LOG_STEP * index)
         # Skip is a hard decision with no gradient; training codes every element instead (an element
         # whose scale is tiny and residual zero costs ~0 bits either way) and evaluation applies it.
@@ -143,8 +146,9 @@ class YUVCodec(CompressionModel):
 
     def _quantize(self, lat, mu, gain, scale, skip):
         """Gained residual quantisation: (y_hat, likelihoods) with skip applied."""
-        yg, mug = lat * gain, mu * gain
-        _, lik = self.gaussian_conditional(yg, scale, means=mug)
+        yg, mug = lat.float() * gain, mu.float() * gain
+        with torch.autocast(yg.device.type, enabled=False):
+            _, lik = self.gaussian_conditional(yg, scale, means=mug)
         lik = torch.where(skip, torch.ones_like(lik), lik)
         r = torch.where(skip, torch.zeros_like(yg), ste_round(yg - mug))
         return (r + mug) / gain, lik

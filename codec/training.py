@@ -35,6 +35,8 @@ class TrainConfig:
     min_lr_ratio: float = 0.05
     crops_per_epoch: int = 4000
     threads: int = 0               # 0: auto_threads()
+    bf16: bool = False             # bf16 autocast for the transforms (entropy models stay fp32)
+    channels_last: bool = False
     checkpoint_every_s: float = 300.0
     log_every: int = 10
     seed: int = 0
@@ -98,6 +100,8 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed + self.rank)
         torch.set_num_threads(cfg.threads or auto_threads())
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
         self.forward = model
         if self.world > 1:
             import torch.distributed as dist
@@ -185,8 +189,12 @@ class Trainer:
             for g in self.opt.param_groups:
                 g["lr"] = lr_at(self.step, cfg)
             y, uv = rgb_to_yuv420(rgb)
+            if cfg.channels_last:
+                y, uv = y.contiguous(memory_format=torch.channels_last), uv.contiguous(memory_format=torch.channels_last)
             q = torch.randint(0, model.num_qualities, (rgb.shape[0],), generator=gen)
-            out = self.forward(y, uv, q)
+            with torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                out = self.forward(y, uv, q)
+            out = {k: (v.float() if torch.is_tensor(v) else v) for k, v in out.items()}
             parts = rd_loss(model, out, y, uv, q)
             loss = parts["loss"]
             if self.extra_loss is not None:

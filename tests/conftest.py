@@ -14,7 +14,8 @@ TEST_TEACHER = ROOT / "runs" / "test-teacher" / "teacher.safetensors"
 
 @pytest.fixture(scope="session", autouse=True)
 def _threads():
-    torch.set_num_threads(2)
+    from codec.training import auto_threads
+    torch.set_num_threads(auto_threads())
 
 
 @pytest.fixture(scope="session")
