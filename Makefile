@@ -9,7 +9,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 PROFILE ?= quick
 STUDENT ?= student-2k
 
-.PHONY: venv data test distill report bench train-bench install-codecs teacher-full clean
+.PHONY: venv data test distill report bench train-bench install-codecs train-full clean
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -41,9 +41,11 @@ install-codecs:
 train-bench: venv
 	$(PYTHON) -m benchmarks train-speed
 
-# Long background run of the teacher (hours; resumable; see README).
-teacher-full: venv data
-	$(PYTHON) -m teacher train --profile full --threads 1
+# Long runs (hours; checkpoint every 5 minutes; resume from runs/ or from the shipped weights' step).
+MODEL ?= teacher
+train-full: venv data
+	if [ "$(MODEL)" = teacher ]; then $(PYTHON) -m teacher train --profile full --quiet; \
+	else $(PYTHON) -m distill --student $(MODEL) --profile full --quiet; fi
 
 clean:
 	rm -rf runs results/tmp .pytest_cache

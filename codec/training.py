@@ -259,10 +259,38 @@ def plot_log(run_dir: str | Path) -> Path:
     return out
 
 
-def export_trained(model, run_dir: str | Path, out_path: str | Path) -> Path:
-    """Build the CDF tables and write the run's weights as safetensors; returns the path."""
+def export_trained(model, run_dir: str | Path, out_path: str | Path, step: int | None = None) -> Path:
+    """Build the CDF tables and write the run's weights as safetensors (recording the training step,
+    so that a long run can go on from shipped weights on another machine); returns the path."""
     from .weights import save_weights
 
     model.eval()
     model.update(force=True)
-    return save_weights(model, out_path)
+    return save_weights(model, out_path, meta={"step": step} if step is not None else None)
+
+
+def export_checkpoint(name: str, run_dir: str | Path, out_path: str | Path) -> int:
+    """Write weights from a run's latest checkpoint (also while it trains); returns its step."""
+    from .registry import create_model
+
+    ckpt = Path(run_dir) / "checkpoint.pt"
+    if not ckpt.is_file():
+        raise ValueError(f"no checkpoint at {ckpt}")
+    state = torch.load(ckpt, weights_only=True, map_location="cpu")
+    model = create_model(name)
+    model.load_state_dict(state["model"])
+    export_trained(model, run_dir, out_path, int(state["step"]))
+    return int(state["step"])
+
+
+def continue_from(trainer: "Trainer", weights: str | Path) -> bool:
+    """Start a run from shipped weights and the step they record (no checkpoint on this machine):
+    the learning-rate schedule goes on where it stopped; the optimiser state starts afresh."""
+    from .weights import load_weights, weights_metadata
+
+    weights = Path(weights)
+    if trainer.step or not weights.is_file():
+        return False
+    load_weights(trainer.model, weights)
+    trainer.step = int(weights_metadata(weights).get("step", 0))
+    return True

@@ -36,13 +36,14 @@ def model_id(model) -> bytes:
     return h.digest()[:8]
 
 
-def save_weights(model, path: str | Path, half: bool = True) -> Path:
-    """Write a model's state dict as safetensors (floats as float16 unless ``half`` is False)."""
+def save_weights(model, path: str | Path, half: bool = True, meta: dict | None = None) -> Path:
+    """Write a model's state dict as safetensors (floats as float16 unless ``half`` is False), with
+    string metadata: the preset name plus ``meta`` (e.g. the training step)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(sd, str(tmp), metadata={"preset": model.name})
+    save_file(sd, str(tmp), metadata={"preset": model.name, **{k: str(v) for k, v in (meta or {}).items()}})
     tmp.replace(path)
     return path
 
@@ -89,13 +90,18 @@ def load_model(name_or_path: str, weights: str | Path | None = None):
     return model
 
 
-def _preset_of(path: Path) -> str:
+def weights_metadata(path: str | Path) -> dict:
+    """The string metadata stored in a safetensors weights file."""
     from safetensors import safe_open
     try:
         with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
+            return f.metadata() or {}
     except (OSError, SafetensorError) as e:
         raise WeightsError(f"cannot read weights {path}: {e}") from None
+
+
+def _preset_of(path: Path) -> str:
+    meta = weights_metadata(path)
     if "preset" not in meta:
         raise WeightsError(f"weights {path} do not name their preset (metadata 'preset')")
     return meta["preset"]

@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="0 = the idle cores")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--export-checkpoint", action="store_true",
+                   help="only write --out weights from RUN_DIR's latest checkpoint (e.g. while it trains)")
     a = p.parse_args(argv)
 
     from codec.cli_util import fail
@@ -36,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     from .train import distill
 
     try:
+        if a.export_checkpoint:
+            from codec.training import export_checkpoint
+            run_dir = a.run_dir or f"runs/distill-{a.student}-{a.profile}{'-nokd' if a.no_kd else ''}"
+            out = a.out or f"weights/{a.student}.safetensors"
+            print(f"{a.student} at step {export_checkpoint(a.student, run_dir, out)} -> {out}")
+            return 0
         kd = KDWeights(0, 0, 0) if a.no_kd else KDWeights(a.kd_output, a.kd_latent, a.kd_entropy)
         if not a.data:
             ensure_data()

@@ -5,8 +5,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from codec.registry import create_model
-from codec.training import TrainConfig, Trainer, dist_info, export_trained, plot_log
-from codec.weights import load_model, load_weights
+from codec.training import TrainConfig, Trainer, continue_from, dist_info, export_trained, plot_log
+from codec.weights import load_model, load_weights, shipped_weights
 
 from .losses import Distiller, KDWeights
 
@@ -40,13 +40,15 @@ def distill(student_name: str, teacher_weights: str | Path | None, run_dir: str 
         distiller = Distiller(load_model(str(teacher_weights)), student, kd)
     trainer = Trainer(student, cfg, run_dir, images, extra_loss=distiller, extra_modules=distiller)
     resumed = resume and trainer.resume()
+    if not resumed and resume and profile == "full" and not init:
+        resumed = continue_from(trainer, shipped_weights(student_name))
     metrics = trainer.train(progress=progress)
     summary = {"student": student_name, "profile": profile, "steps": trainer.step, "resumed": resumed,
                "kd": asdict(kd) if distiller else None, "teacher": str(teacher_weights) if distiller else None,
                "train_metrics": metrics}
     if dist_info()[0] == 0:
         out = Path(out) if out else Path(run_dir) / f"{student_name}.safetensors"
-        export_trained(student, run_dir, out)
+        export_trained(student, run_dir, out, trainer.step)
         plot_log(run_dir)
         summary["weights"] = str(out)
     return summary

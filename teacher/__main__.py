@@ -23,17 +23,28 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--out", help="weights to write (default: runs/.../teacher.safetensors; "
                                  "the full profile writes weights/teacher.safetensors)")
     t.add_argument("--steps", type=int, help="override the profile's step count")
-    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--threads", type=int, default=0, help="0 = the idle cores")
     t.add_argument("--init", help="start from these weights (.safetensors) instead of random")
     t.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    x = sub.add_parser("export", help="write weights from a run's latest checkpoint (e.g. while it trains)")
+    x.add_argument("--run-dir", default="runs/teacher-full")
+    x.add_argument("--out", default="weights/teacher.safetensors")
     a = p.parse_args(argv)
 
     from codec.cli_util import fail
     try:
-        return _train(a)
+        return _export(a) if a.cmd == "export" else _train(a)
     except (ValueError, OSError) as e:
         return fail(e)
+
+
+def _export(a) -> int:
+    from codec.training import export_checkpoint
+
+    step = export_checkpoint("teacher", a.run_dir, a.out)
+    print(f"teacher at step {step} -> {a.out}")
+    return 0
 
 
 def _train(a) -> int:
@@ -41,7 +52,7 @@ def _train(a) -> int:
 
     from codec.data import ensure_data, train_images
     from codec.registry import create_model
-    from codec.training import TrainConfig, Trainer, export_trained, plot_log
+    from codec.training import TrainConfig, Trainer, continue_from, export_trained, plot_log
     from codec.weights import load_weights, shipped_weights
 
     cfg = TrainConfig(**PROFILES[a.profile], threads=a.threads)
@@ -61,10 +72,12 @@ def _train(a) -> int:
     trainer = Trainer(model, cfg, run_dir, images)
     if not a.fresh and trainer.resume():
         print(f"resumed {run_dir} at step {trainer.step}", file=sys.stderr)
+    elif a.profile == "full" and not a.init and continue_from(trainer, shipped_weights("teacher")):
+        print(f"continuing the shipped teacher from step {trainer.step}", file=sys.stderr)
     metrics = trainer.train(progress=not a.quiet)
     out = Path(a.out) if a.out else (shipped_weights("teacher") if a.profile == "full"
                                      else run_dir / "teacher.safetensors")
-    export_trained(model, run_dir, out)
+    export_trained(model, run_dir, out, trainer.step)
     plot_log(run_dir)
     print(f"teacher trained to step {trainer.step}: {metrics}; weights -> {out}")
     return 0
