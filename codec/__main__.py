@@ -34,9 +34,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _read_bitstream(path: str, verify_crc: bool = True):
-    from .bitstream import unpack
+    from .bitstream import MAX_FILE_BYTES, BitstreamError, unpack
+    size = Path(path).stat().st_size
+    if size > MAX_FILE_BYTES:  # refused before reading it into memory
+        raise BitstreamError(f"{path} is {size} bytes, larger than any LIC bitstream ({MAX_FILE_BYTES})")
     data = Path(path).read_bytes()
     return data, unpack(data, verify_crc=verify_crc)
+
+
+def _has_alpha(path: str) -> bool:
+    from PIL import Image
+    with Image.open(path) as im:
+        return im.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info
 
 
 def cmd_encode(a) -> int:
@@ -48,6 +57,8 @@ def cmd_encode(a) -> int:
     model = load_model(a.model, a.weights)
     data = encode_image(model, image, a.quality)
     Path(a.output).write_bytes(data)
+    if _has_alpha(a.image):
+        print(f"note: {a.image} has an alpha channel; it was dropped (the codec codes RGB)", file=sys.stderr)
     h, w = image.shape[:2]
     print(f"{a.output}: {len(data)} bytes, {len(data) * 8 / (h * w):.4f} bpp ({w}x{h}, {model.name} q{a.quality})")
     return 0
@@ -87,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from .cli_util import fail
     try:
         return {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info}[a.cmd](a)
-    except (ValueError, OSError, KeyError) as e:
+    except (ValueError, OSError, KeyError, RuntimeError, MemoryError) as e:  # RuntimeError: torch, e.g. out of memory
         return fail(e)
 
 

@@ -43,6 +43,8 @@ def decode_planes(model, bs: bsf.Bitstream):
     shape = (-(-bs.height // m) * m, -(-bs.width // m) * m)
     try:
         (y, uv), state = model.decompress_streams(list(bs.streams), bs.quality, shape)
+    except bsf.BitstreamError:
+        raise
     except (RuntimeError, ValueError, IndexError) as e:
         raise bsf.BitstreamError(f"corrupt coded data: {str(e).splitlines()[0]}") from None
     return crop_planes(y, uv, bs.height, bs.width), state

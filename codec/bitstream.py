@@ -29,6 +29,7 @@ MAX_STREAMS = 8
 MAX_STREAM_BYTES = 256 * 1024 * 1024
 
 _HEAD = struct.Struct(">4sB8sBIIB")
+MAX_FILE_BYTES = _HEAD.size + MAX_STREAMS * (4 + MAX_STREAM_BYTES) + 4  # the largest valid file
 
 
 class BitstreamError(ValueError):
@@ -86,7 +87,7 @@ def unpack(data: bytes, verify_crc: bool = True) -> Bitstream:
         raise BitstreamError(f"unsupported format version {version} (this decoder reads {FORMAT_VERSION})")
     if verify_crc:
         (crc,) = struct.unpack_from(">I", data, len(data) - 4)
-        if zlib.crc32(data[:-4]) != crc:
+        if zlib.crc32(memoryview(data)[:-4]) != crc:
             raise BitstreamError("CRC mismatch: the bitstream is corrupt or truncated")
     check_size(height, width)
     if not 1 <= n <= MAX_STREAMS:
@@ -96,6 +97,8 @@ def unpack(data: bytes, verify_crc: bool = True) -> Bitstream:
         raise BitstreamError("bitstream truncated in the stream table")
     lengths = struct.unpack_from(f">{n}I", data, pos)
     pos += 4 * n
+    if max(lengths) > MAX_STREAM_BYTES:
+        raise BitstreamError(f"stream length {max(lengths)} exceeds the limit of {MAX_STREAM_BYTES} bytes")
     if sum(lengths) != len(data) - pos - 4:
         raise BitstreamError("stream lengths do not match the file size: truncated or corrupt")
     streams = []

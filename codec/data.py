@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,14 +159,25 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as an HxWx3 uint8 RGB array, upright (EXIF orientation applied).
 
     Grayscale, palette, RGBA/LA (alpha dropped), CMYK and 16-bit images become 8-bit RGB.
-    Raises ImageError with a one-line message for a missing or unreadable file.
+    Raises ImageError with a one-line message for a missing or unreadable file, and for a picture
+    larger than the codec's limits (codec.bitstream.MAX_SIDE, MAX_PIXELS), read from the file's
+    header before any pixel is decoded.
     """
+    from .bitstream import MAX_PIXELS, MAX_SIDE  # torch-free
+
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"image not found: {path}")
     try:
-        with Image.open(path) as im:
-            return _to_rgb(ImageOps.exif_transpose(im))
+        with warnings.catch_warnings():
+            # Pillow warns above 89 Mpixel (and refuses above twice that); our lower limit applies first.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size  # from the file's header: nothing is decoded yet
+                if w > MAX_SIDE or h > MAX_SIDE or w * h > MAX_PIXELS:
+                    raise ImageError(f"image {path} is {w}x{h}, over the limit of {MAX_SIDE} pixels per side "
+                                     f"and {MAX_PIXELS} pixels in all")
+                return _to_rgb(ImageOps.exif_transpose(im))
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:

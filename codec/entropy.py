@@ -1,27 +1,82 @@
-"""Entropy coding: compressai's rANS coder driven by CDF tables and per-element table indexes."""
+"""Entropy coding: compressai's rANS coder driven by CDF tables and per-element table indexes.
+
+Decoding untrusted streams. compressai's C++ rANS decoder reads its input with no bounds checks: on a
+truncated, corrupt or crafted stream it reads past the end of its buffer, and with enough symbols to
+decode it crashes the process (SIGSEGV, measured on 1.2.8). So ``decode_indexed`` (1) checks the
+stream's shape and an honest lower bound on its length (every symbol costs at least ``min_bits`` of its
+table) before anything is decoded, and (2) runs the C++ decoder in a small helper process that loads only
+compressai's extension (no torch): a crash or a run past the time limit ends as a one-line
+``BitstreamError`` and the helper is restarted on the next call. Importing this module needs no torch.
+"""
 from __future__ import annotations
 
+import atexit
+import functools
+import hashlib
+import importlib.machinery
+import importlib.util
+import math
+import os
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
 import numpy as np
-import torch
-from compressai.ans import RansDecoder, RansEncoder
+
+from .bitstream import BitstreamError
+
+PRECISION = 16                  # compressai's CDF precision: frequencies sum to 2**16
+# Decode in the helper process (needs a Python executable and select() on pipes); False: in-process,
+# for trusted streams only.
+ISOLATE = bool(sys.executable) and os.name == "posix"
+TIME_LIMIT_S = 10.0             # helper time limit: this plus 2 microseconds per symbol
 
 
 class CdfTables:
     """Quantised CDF tables of a compressai entropy model (EntropyBottleneck or GaussianConditional)."""
 
-    def __init__(self, entropy_model):
-        self.cdfs = entropy_model._quantized_cdf.tolist()
-        self.lengths = entropy_model._cdf_length.reshape(-1).int().tolist()
-        self.offsets = entropy_model._offset.reshape(-1).int().tolist()
+    def __init__(self, entropy_model=None, *, cdfs=None, lengths=None, offsets=None):
+        if entropy_model is not None:
+            cdfs = entropy_model._quantized_cdf.tolist()
+            lengths = entropy_model._cdf_length.reshape(-1).int().tolist()
+            offsets = entropy_model._offset.reshape(-1).int().tolist()
+        self.cdfs, self.lengths, self.offsets = cdfs, [int(v) for v in lengths], [int(v) for v in offsets]
         if not self.cdfs or not self.cdfs[0]:
             raise RuntimeError("entropy model has no CDF tables: call model.update() after training")
+        self._min_bits = self._key = None
 
     def __len__(self) -> int:
         return len(self.lengths)
 
+    @property
+    def min_bits(self) -> np.ndarray:
+        """Fewest bits any symbol of each table can cost: -log2(largest frequency / 2**16)."""
+        if self._min_bits is None:
+            top = [int(np.diff(np.asarray(c[:n], np.int64)).max()) for c, n in zip(self.cdfs, self.lengths)]
+            self._min_bits = np.array([PRECISION - math.log2(f) for f in top])
+        return self._min_bits
 
-def encode_symbols(symbols: torch.Tensor, indexes: torch.Tensor, tables: CdfTables) -> bytes:
+    @property
+    def key(self) -> bytes:
+        """Content hash of the tables (the helper process caches tables by it)."""
+        if self._key is None:
+            h = hashlib.blake2b(digest_size=16)
+            for part in (self.lengths, self.offsets, [len(c) for c in self.cdfs]):
+                h.update(np.asarray(part, np.int32).tobytes())
+            for c in self.cdfs:
+                h.update(np.asarray(c, np.int32).tobytes())
+            self._key = h.digest()
+        return self._key
+
+
+def encode_symbols(symbols, indexes, tables: CdfTables) -> bytes:
     """rANS-encode integer symbols, each with the table chosen by its index (flattened, same length)."""
+    from compressai.ans import RansEncoder
+
     s = symbols.reshape(-1).int().tolist()
     i = indexes.reshape(-1).int().tolist()
     if not s:
@@ -29,15 +84,171 @@ def encode_symbols(symbols: torch.Tensor, indexes: torch.Tensor, tables: CdfTabl
     return RansEncoder().encode_with_indexes(s, i, tables.cdfs, tables.lengths, tables.offsets)
 
 
-def decode_symbols(data: bytes, indexes: torch.Tensor, tables: CdfTables) -> torch.Tensor:
-    """Decode as many symbols as ``indexes`` holds from an rANS stream; returns an int64 tensor."""
-    i = indexes.reshape(-1).int().tolist()
-    if not i:
-        return torch.zeros(0, dtype=torch.long)
-    out = RansDecoder().decode_with_indexes(data, i, tables.cdfs, tables.lengths, tables.offsets)
-    return torch.from_numpy(np.asarray(out, dtype=np.int64))
+def decode_symbols(data: bytes, indexes, tables: CdfTables):
+    """Decode as many symbols as the index tensor holds from an rANS stream; returns an int64 tensor."""
+    import torch
+
+    return torch.from_numpy(decode_indexed(data, indexes.reshape(-1).int().numpy(), tables))
 
 
-def estimated_bits(likelihoods: torch.Tensor) -> float:
+def decode_indexed(data: bytes, indexes, tables: CdfTables) -> np.ndarray:
+    """Decode one symbol per table index from an rANS stream (torch-free); returns int64 numpy.
+
+    Raises BitstreamError (one line) for a stream that cannot hold the symbols or that crashes or stalls
+    the C++ decoder."""
+    idx = np.ascontiguousarray(np.asarray(indexes).reshape(-1), dtype=np.int32)
+    n = idx.size
+    if n == 0:
+        if data:
+            raise BitstreamError(f"a coded stream holds {len(data)} bytes where no symbols are coded")
+        return np.zeros(0, np.int64)
+    # compressai's encoder writes whole 32-bit words and ends with its 64-bit state.
+    if len(data) < 8 or len(data) % 4:
+        raise BitstreamError(f"a coded stream of {len(data)} bytes is not an rANS stream "
+                             "(a multiple of 4 bytes, at least 8): truncated or corrupt")
+    if idx.min() < 0 or idx.max() >= len(tables):
+        raise ValueError("table index out of range")
+    # 1e-4 bits per symbol: rANS rounding slack, so that no real stream is ever refused
+    need = float(np.bincount(idx, minlength=len(tables)) @ np.maximum(tables.min_bits - 1e-4, 0))
+    if need > 8 * len(data) + 64:
+        raise BitstreamError(f"{n} symbols need at least {math.ceil(need / 8)} bytes but the coded stream "
+                             f"holds {len(data)}: truncated or corrupt")
+    if not ISOLATE:
+        out = _ans().RansDecoder().decode_with_indexes(data + bytes(64 + 4 * n), idx.tolist(), tables.cdfs,
+                                                       tables.lengths, tables.offsets)
+        return np.asarray(out, np.int64)
+    return _HELPER.decode(data, idx, tables).astype(np.int64)
+
+
+# ---- the helper process ---------------------------------------------------------------------------
+def _ans_path() -> str:
+    """Path of compressai's rANS extension, found without importing compressai (which imports torch)."""
+    spec = importlib.util.find_spec("compressai")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("compressai is not installed (its rANS extension is needed)")
+    base = Path(list(spec.submodule_search_locations)[0])
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        if (base / f"ans{suffix}").is_file():
+            return str(base / f"ans{suffix}")
+    raise ImportError(f"compressai's rANS extension (ans*.so) not found in {base}")
+
+
+@functools.lru_cache(maxsize=None)
+def _ans():
+    if "compressai.ans" in sys.modules:
+        return sys.modules["compressai.ans"]
+    loader = importlib.machinery.ExtensionFileLoader("compressai.ans", _ans_path())
+    spec = importlib.util.spec_from_file_location("compressai.ans", loader.path, loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+# Requests on stdin: kind (b"T" tables, b"D" decode), 16-byte table key, two counts, then int32 payload.
+# Streams are zero-padded so that the usual over-read of a truncated stream reads zeros, not memory.
+_HELPER_SRC = r"""
+import importlib.machinery, importlib.util, struct, sys
+from array import array
+loader = importlib.machinery.ExtensionFileLoader("compressai.ans", sys.argv[1])
+spec = importlib.util.spec_from_file_location("compressai.ans", sys.argv[1], loader=loader)
+ans = importlib.util.module_from_spec(spec)
+loader.exec_module(ans)
+rd, wr, tables = sys.stdin.buffer, sys.stdout.buffer, {}
+def read(n):
+    b = rd.read(n)
+    if len(b) != n:
+        sys.exit(0)
+    return b
+def ints(n):
+    a = array("i")
+    a.frombytes(read(4 * n))
+    return a.tolist()
+while True:
+    kind, key, n, m = struct.unpack("=c16sQQ", read(33))
+    if kind == b"T":
+        lengths, offsets, sizes, flat = ints(n), ints(n), ints(n), ints(m)
+        cdfs, p = [], 0
+        for s in sizes:
+            cdfs.append(flat[p:p + s])
+            p += s
+        tables[key] = (cdfs, lengths, offsets)
+        continue
+    idx, data = ints(n), read(m) + bytes(64 + 4 * n)
+    out = ans.RansDecoder().decode_with_indexes(data, idx, *tables[key])
+    wr.write(array("i", out).tobytes())
+    wr.flush()
+"""
+_HEAD = struct.Struct("=c16sQQ")
+
+
+class _Helper:
+    """One helper process per parent process, shared by threads, restarted after a crash."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.proc, self.pid, self.known = None, None, set()
+
+    def _start(self):
+        if self.proc is not None and self.pid == os.getpid() and self.proc.poll() is None:
+            return self.proc
+        self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _HELPER_SRC, _ans_path()],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.pid, self.known = os.getpid(), set()
+        return self.proc
+
+    def close(self):
+        if self.proc is not None and self.pid == os.getpid():
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=2)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+        self.proc = None
+
+    def _fail(self, why: str):
+        self.proc.kill()
+        rc = self.proc.wait()
+        self.proc = None
+        if rc < 0:
+            why = f"{why} (signal {-rc})"
+        raise BitstreamError(f"entropy decoder {why}: the coded data is corrupt")
+
+    def decode(self, data: bytes, idx: np.ndarray, tables: CdfTables) -> np.ndarray:
+        with self.lock:
+            proc = self._start()
+            try:
+                if tables.key not in self.known:
+                    sizes = [len(c) for c in tables.cdfs]
+                    flat = np.concatenate([np.asarray(c, np.int32) for c in tables.cdfs])
+                    proc.stdin.write(_HEAD.pack(b"T", tables.key, len(tables), flat.size))
+                    for part in (tables.lengths, tables.offsets, sizes, flat):
+                        proc.stdin.write(np.asarray(part, np.int32).tobytes())
+                    self.known.add(tables.key)
+                proc.stdin.write(_HEAD.pack(b"D", tables.key, idx.size, len(data)))
+                proc.stdin.write(idx.tobytes())
+                proc.stdin.write(data)
+                proc.stdin.flush()
+            except OSError:  # BrokenPipeError: it died
+                self._fail("crashed")
+            out, want = bytearray(), 4 * idx.size
+            fd, deadline = proc.stdout.fileno(), time.monotonic() + TIME_LIMIT_S + 2e-6 * idx.size
+            while len(out) < want:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                    self._fail(f"stopped after {TIME_LIMIT_S + 2e-6 * idx.size:.0f} s")
+                chunk = os.read(fd, min(want - len(out), 1 << 20))
+                if not chunk:
+                    self._fail("crashed")
+                out += chunk
+            return np.frombuffer(out, np.int32)
+
+
+_HELPER = _Helper()
+atexit.register(_HELPER.close)
+
+
+def estimated_bits(likelihoods) -> float:
     """Information content in bits of a tensor of likelihoods."""
+    import torch
+
     return float(-torch.log2(likelihoods.double().clamp_min(1e-12)).sum())

@@ -11,7 +11,9 @@ import csv
 import json
 import math
 import os
+import pickle
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -63,6 +65,31 @@ def rd_loss(model, out: dict, y: torch.Tensor, uv: torch.Tensor, q: torch.Tensor
     loss = (lam * 255 ** 2 * mse + bpp).mean()
     psnr = (10 * torch.log10(1 / mse.detach().clamp_min(1e-10))).mean()
     return {"loss": loss, "bpp": bpp.mean().detach(), "mse": mse.mean().detach(), "psnr_yuv": psnr}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is unsafe to unpickle, unreadable, or written by another kind of run."""
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a checkpoint with ``torch.load(weights_only=True)``: tensors and numbers only, never code.
+    Raises CheckpointError (one line) for a file that holds anything else or cannot be read."""
+    try:
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols
+            warnings.simplefilter("ignore")
+            return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as e:
+        # torch's message advises weights_only=False, i.e. running the file's code: keep only its reason.
+        lines = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()]
+        why = next((ln for ln in lines if not ln.startswith(("Please file", "Check the doc"))), "not a pickle")
+        raise CheckpointError(f"refused checkpoint {path}: not tensors and numbers only ({why.rstrip('.')}); "
+                              "nothing in it was run; delete it or start afresh") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
 
 
 def _atomic_save(obj, path: Path) -> None:
@@ -143,14 +170,17 @@ class Trainer:
         """Load the run's checkpoint if there is one; returns whether it did."""
         if not self.ckpt.is_file():
             return False
-        s = torch.load(self.ckpt, weights_only=True, map_location="cpu")
-        self.model.load_state_dict(s["model"])
-        self.opt.load_state_dict(s["opt"])
-        self.aux_opt.load_state_dict(s["aux_opt"])
-        if self.extra_modules is not None and "extra" in s:
-            self.extra_modules.load_state_dict(s["extra"])
-        self.step = int(s["step"])
-        torch.set_rng_state(s["rng"])
+        s = load_checkpoint(self.ckpt)
+        try:
+            self.model.load_state_dict(s["model"])
+            self.opt.load_state_dict(s["opt"])
+            self.aux_opt.load_state_dict(s["aux_opt"])
+            if self.extra_modules is not None and "extra" in s:
+                self.extra_modules.load_state_dict(s["extra"])
+            self.step = int(s["step"])
+            torch.set_rng_state(s["rng"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"checkpoint {self.ckpt} does not fit this run: {_first_line(e)}") from None
         return True
 
     def _sync_grads(self, params) -> None:
@@ -276,7 +306,7 @@ def export_checkpoint(name: str, run_dir: str | Path, out_path: str | Path) -> i
     ckpt = Path(run_dir) / "checkpoint.pt"
     if not ckpt.is_file():
         raise ValueError(f"no checkpoint at {ckpt}")
-    state = torch.load(ckpt, weights_only=True, map_location="cpu")
+    state = load_checkpoint(ckpt)
     model = create_model(name)
     model.load_state_dict(state["model"])
     export_trained(model, run_dir, out_path, int(state["step"]))
