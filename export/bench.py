@@ -1,0 +1,180 @@
+"""Decode latency of the ONNX decoder: FP32 vs INT8, 1 and 2 threads, entropy and networks apart.
+
+    python -m export.bench --model SPEC [--int8] [--onnx DIR] [-n N] [--quality Q]
+
+Encodes one 768x512 picture with torch, decodes it N times per configuration (after one warm-up)
+and reports median times; writes results/deployment.md and results/deployment.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZE = (512, 768)  # H, W
+PHASES = ("entropy", "scale_decoder", "networks", "colour")
+
+
+def bench_picture() -> np.ndarray:
+    """A 768x512 evaluation photo (one of that size if there is one, else the first one resized)."""
+    from PIL import Image
+
+    from codec.data import eval_images, load_rgb
+
+    paths = eval_images()
+    for p in paths:
+        img = load_rgb(p)
+        if img.shape[:2] == SIZE:
+            return img
+    return np.asarray(Image.fromarray(load_rgb(paths[0])).resize(SIZE[::-1], Image.LANCZOS))
+
+
+def time_decoder(onnx_dir: Path, data: bytes, ref: np.ndarray, int8: bool, threads: int, n: int) -> dict:
+    """Median wall time per phase over ``n`` decodes (after a warm-up), and the decoded PSNR."""
+    from codec.metrics import psnr_rgb
+
+    from .runtime import OnnxDecoder
+
+    dec = OnnxDecoder(onnx_dir, int8=int8, threads=threads)
+    out = dec.decode(data)
+    runs = []
+    for _ in range(n):
+        dec.timings.clear()
+        t = time.perf_counter()
+        dec.decode(data)
+        total = time.perf_counter() - t
+        runs.append({"total": total, "other": total - sum(dec.timings.get(k, 0.0) for k in PHASES), **dec.timings})
+    keys = sorted({k for r in runs for k in r})
+    med = {k: 1000 * statistics.median(r.get(k, 0.0) for r in runs) for k in keys}
+    return {"precision": "INT8" if int8 else "FP32", "threads": threads, "ms": med,
+            "psnr_rgb": psnr_rgb(ref, out.rgb)}
+
+
+def time_torch(model, data: bytes, threads: int, n: int) -> float:
+    """Median decode time (ms) of the torch reference decoder."""
+    import torch
+
+    from codec.api import decode_image
+
+    torch.set_num_threads(threads)
+    decode_image(model, data)
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        decode_image(model, data)
+        times.append(time.perf_counter() - t)
+    torch.set_num_threads(1)
+    return 1000 * statistics.median(times)
+
+
+def file_sizes(onnx_dir: Path, manifest: dict) -> dict:
+    """Bytes on disk per group of files."""
+    nets = manifest["networks"]
+    size = lambda f: (onnx_dir / f).stat().st_size  # noqa: E731
+    dec = manifest["decoder_networks"]
+    out = {
+        "decoder FP32 ONNX": sum(size(nets[n]["file"]) for n in dec),
+        "decoder INT8 ONNX": sum(size(nets[n]["int8"]) for n in dec if nets[n].get("int8")) or None,
+        "encoder ONNX": sum(size(nets[n]["file"]) for n in manifest["encoder_networks"]),
+        "integer tables (scale decoder, CDFs, rates)": sum(size(f) for f in (
+            manifest["scale_decoder"]["file"], *manifest["entropy"].values())),
+    }
+    if manifest.get("ort_format"):
+        out["ORT format (all)"] = sum(p.stat().st_size for p in (onnx_dir / "ort").glob("*.ort"))
+    return out
+
+
+def to_markdown(res: dict) -> str:
+    """The results as a Markdown report."""
+    lines = [f"# Deployment benchmark: {res['model']}", "",
+             f"Decode of one {res['width']}x{res['height']} picture ({res['image']}, quality {res['quality']}, "
+             f"{res['bytes']} bytes, {res['bpp']:.3f} bpp) with the torch-free ONNX decoder "
+             f"(`python -m export.decode`), median of {res['n']} runs after one warm-up, in milliseconds. "
+             f"Machine: {res['machine']}. Load average at start: {res['loadavg']:.2f} "
+             "(other jobs were running: absolute times are pessimistic, compare rows with each other).", "",
+             "| runtime | threads | total | entropy (rANS) | integer scale decoder | networks (ORT) | colour | other "
+             "| PSNR-RGB dB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["runs"]:
+        m = r["ms"]
+        lines.append(f"| ONNX {r['precision']} | {r['threads']} | {m['total']:.1f} | {m.get('entropy', 0):.1f} | "
+                     f"{m.get('scale_decoder', 0):.1f} | {m.get('networks', 0):.1f} | {m.get('colour', 0):.1f} | "
+                     f"{m['other']:.1f} | {r['psnr_rgb']:.3f} |")
+    for t, ms in res["torch_ms"].items():
+        lines.append(f"| torch (reference) | {t} | {ms:.1f} | | | | | | {res['torch_psnr_rgb']:.3f} |")
+    nets = sorted({k[4:] for r in res["runs"] for k in r["ms"] if k.startswith("net:")})
+    lines += ["", "Networks, ms (median):", "",
+              "| runtime | threads | " + " | ".join(nets) + " |", "|---|---|" + "---|" * len(nets)]
+    for r in res["runs"]:
+        lines.append(f"| {r['precision']} | {r['threads']} | "
+                     + " | ".join(f"{r['ms'].get('net:' + n, 0):.1f}" for n in nets) + " |")
+    lines += ["", "Files on disk:", "", "| files | KiB |", "|---|---|"]
+    lines += [f"| {k} | {v / 1024:.1f} |" for k, v in res["sizes"].items() if v]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m export.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="preset name or .safetensors path")
+    p.add_argument("--int8", action="store_true", help="also time the INT8 networks")
+    p.add_argument("--onnx", help="an existing export of the model (default: export to a temporary dir)")
+    p.add_argument("-n", type=int, default=3, help="timed decodes per configuration")
+    p.add_argument("--quality", "-q", type=int, default=3)
+    p.add_argument("--threads", default="1,2", help="thread counts to time")
+    p.add_argument("--out", default=str(ROOT / "results" / "deployment"), help="output path without suffix")
+    a = p.parse_args(argv)
+
+    from codec.cli_util import fail
+    try:
+        import torch
+
+        from codec.api import encode_image
+        from codec.weights import load_model, model_id
+
+        from .exporter import export_model
+
+        torch.set_num_threads(1)
+        model = load_model(a.model)
+        img = bench_picture()
+        data = encode_image(model, img, a.quality)
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_dir = Path(a.onnx) if a.onnx else Path(tmp)
+            if not a.onnx:
+                export_model(model, onnx_dir, int8=a.int8, ort_format=False, log=lambda *_: None)
+            manifest = json.loads((onnx_dir / "manifest.json").read_text())
+            if manifest["model_id"] != model_id(model).hex():
+                raise ValueError(f"{onnx_dir} holds another model ({manifest['model']}, id {manifest['model_id']})")
+            threads = [int(t) for t in a.threads.split(",")]
+            load = os.getloadavg()[0]
+            runs = [time_decoder(onnx_dir, data, img, i8, t, a.n) for i8 in ([False, True] if a.int8 else [False])
+                    for t in threads]
+            res = {"model": model.name, "model_id": manifest["model_id"], "image": "768x512 evaluation photo",
+                   "height": img.shape[0], "width": img.shape[1], "quality": a.quality, "bytes": len(data),
+                   "bpp": len(data) * 8 / (img.shape[0] * img.shape[1]), "n": a.n, "loadavg": load,
+                   "machine": f"{os.cpu_count()} CPU cores, onnxruntime CPUExecutionProvider", "runs": runs,
+                   "torch_ms": {t: time_torch(model, data, t, a.n) for t in threads},
+                   "sizes": file_sizes(onnx_dir, manifest)}
+        from codec.api import decode_image
+        from codec.metrics import psnr_rgb
+        res["torch_psnr_rgb"] = psnr_rgb(img, decode_image(model, data))
+        out = Path(a.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(res, indent=1))
+        md = to_markdown(res)
+        out.with_suffix(".md").write_text(md)
+        print(md)
+    except (ValueError, OSError, KeyError, RuntimeError) as e:
+        return fail(e)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

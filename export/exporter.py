@@ -1,0 +1,135 @@
+"""Write a model's deployment directory: ONNX networks, integer tables, INT8 copies, ORT format, manifest."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from codec.api import pad_planes
+from codec.color import to_tensor
+from codec.model import LOG_STEP, SCALE_LEVELS, SCALE_MAX, SCALE_MIN
+from codec.weights import model_id
+
+from .nets import DECODER_NETS, build_specs, net_inputs
+from .runtime import FORMAT, MANIFEST
+from .tables import write_tables
+from .to_onnx import OPSET, export_net, max_abs_error
+
+INT8_NETS = DECODER_NETS
+
+
+def check_picture(seed: int = 0, size: tuple[int, int] = (192, 256)) -> np.ndarray:
+    """A smooth test picture (no data needed) whose size differs from the export example's."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0: size[0], 0: size[1]] / 32.0
+    img = np.stack([np.sin(xx + c) * np.cos(yy * (c + 1)) for c in range(3)], -1) * 0.4 + 0.5
+    img += rng.normal(0, 0.03, img.shape)
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def export_model(model, out: str | Path, int8: bool = False, calib: int = 16, ort_format: bool = True,
+                 encoder: bool = True, log=print) -> dict:
+    """Export ``model`` (a loaded YUVCodec) into ``out``; returns the manifest (also written there).
+
+    ``int8``: also INT8 copies of the decoder networks, calibrated on ``calib`` training crops;
+    ``encoder``: also the encoder-side networks (analysis, hyper analysis)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    specs = {k: v for k, v in build_specs(model.eval()).items() if encoder or k in DECODER_NETS}
+    y, uv = pad_planes(to_tensor(check_picture()), model.cfg.multiple)
+    q_check = model.num_qualities // 2
+    checks = net_inputs(model, y, uv, q_check)
+    networks = {}
+    for name, spec in specs.items():
+        path = export_net(spec, out / f"{name}.onnx")
+        err = max_abs_error(spec, path, checks[name])
+        log(f"{path.name:24s} {path.stat().st_size / 1024:9.1f} KiB  checker ok  ORT vs torch max abs err {err:.2e}")
+        networks[name] = {"file": path.name, "side": spec.side, "int8": None, "max_abs_err": err,
+                          "inputs": [{"name": p.name, "shape": p.shape()} for p in spec.inputs],
+                          "outputs": [{"name": p.name, "shape": p.shape()} for p in spec.outputs]}
+    manifest = {
+        "format": FORMAT, "version": 1,
+        "model": model.name, "model_id": model_id(model).hex(), "bitstream_version": 1,
+        "opset": OPSET, "multiple": model.cfg.multiple,
+        "rate_points": model.num_qualities, "lambdas": list(model.cfg.lambdas),
+        "channels": {"y": model.cfg.y_channels, "uv": model.cfg.uv_channels, "z": model.cfg.z_channels,
+                     **{f"{k}_{b}": specs[f"{net}_{b}"].outputs[0].channels for b in ("y", "uv")
+                        for k, net in (("hyper", "hyper_decoder"), ("ctx", "context"))}},
+        "skip_index": model.cfg.skip_index,
+        "scale_table": {"min": SCALE_MIN, "max": SCALE_MAX, "levels": SCALE_LEVELS, "log_step": LOG_STEP,
+                        "scale": "min * exp(log_step * index)", "gain": "exp(log_step * gain_steps[q])"},
+        "colour": "YCbCr BT.709 full range, 4:2:0, chroma sited at the centre of each 2x2 luma block",
+        "decoder_networks": list(DECODER_NETS), "encoder_networks": [n for n in specs if n not in DECODER_NETS],
+        "networks": networks,
+        "error_check": f"max_abs_err: ORT vs torch on a {y.shape[-1]}x{y.shape[-2]} synthetic picture, "
+                       f"rate point {q_check}, every input the codec feeds (both checkerboard passes)",
+    }
+    manifest.update(write_tables(model, out))
+    _check_scale_decoder(model, out / "scale_decoder.npz", checks["hyper_decoder_y"][0]["z"])
+    log("scale_decoder.npz, cdf_z.npz, cdf_residual.npz, rate.npz written; numpy scale decoder == torch (exact)")
+    if int8:
+        _int8(model, specs, out, networks, checks, calib, log)
+    files = [n[k] for n in networks.values() for k in ("file", "int8") if n.get(k)]
+    manifest["ort_format"] = _ort_format(out, files, log) if ort_format else None
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    log(f"{out / MANIFEST} written ({model.name}, id {manifest['model_id']})")
+    return manifest
+
+
+@torch.no_grad()
+def _check_scale_decoder(model, path: Path, z: np.ndarray) -> None:
+    """The numpy integer decoder must give torch's integers exactly, on real and on extreme inputs."""
+    from .intnp import IntScaleDecoder
+
+    with np.load(path) as a:
+        dec = IntScaleDecoder(a)
+    rng = np.random.default_rng(0)
+    extreme = rng.integers(-128, 128, (1, z.shape[1], 3, 5))
+    for zi in (z, extreme):
+        ref = model.scale_decoder.int_forward(torch.from_numpy(zi).float()).numpy()
+        if not np.array_equal(dec(zi[0]), ref[0]):
+            raise RuntimeError("numpy integer scale decoder disagrees with codec.intnet: export aborted")
+
+
+def _int8(model, specs, out: Path, networks: dict, checks: dict, calib: int, log) -> None:
+    from .int8 import DEFAULT_RECIPE, RECIPES, calibration_crops, calibration_samples, quantize
+
+    samples = calibration_samples(model, calibration_crops(calib))
+    for name in INT8_NETS:
+        path = quantize(out / f"{name}.onnx", out / f"{name}.int8.onnx", samples[name], name)
+        onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+        err = max_abs_error(specs[name], path, checks[name])
+        method, keep_float = RECIPES.get(name, DEFAULT_RECIPE)
+        networks[name].update(int8=path.name, int8_max_abs_err=err, int8_recipe={
+            "format": "QDQ", "weights": "int8 per channel", "activations": "uint8 per tensor",
+            "calibration": method, "calibration_crops": calib, "float_nodes": list(keep_float)})
+        log(f"{path.name:24s} {path.stat().st_size / 1024:9.1f} KiB  checker ok  INT8 vs torch max abs err {err:.2e}")
+
+
+def _ort_format(out: Path, files: list[str], log) -> dict | None:
+    """Convert the ONNX files to ONNX Runtime's .ort format (onnxruntime-mobile) under out/ort.
+
+    The "Runtime" optimisation style keeps the files portable: platform-specific fusions (x86 NCHWc
+    layouts, say) are applied when the phone loads the model, not baked in here."""
+    dest = out / "ort"
+    shutil.rmtree(dest, ignore_errors=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in files:
+            (Path(tmp) / f).symlink_to((out / f).resolve())
+        r = subprocess.run([sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", tmp,
+                            "--output_dir", str(dest), "--optimization_style", "Runtime"],
+                           capture_output=True, text=True)
+    if r.returncode != 0:
+        lines = [ln for ln in (r.stderr or r.stdout).strip().splitlines() if ln.strip()]
+        log(f"ORT format conversion failed, skipped: {lines[-1] if lines else 'exit ' + str(r.returncode)}")
+        return None
+    files = sorted(p.name for p in dest.glob("*.ort"))
+    log(f"ORT format: {len(files)} files in {dest}")
+    return {"dir": "ort", "files": files}

@@ -1,0 +1,231 @@
+"""Deployment export: ONNX files, integer tables, INT8, the torch-free decoder and its guarantees."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from codec import bitstream as bsf
+from codec.api import decode_image, encode_image, pad_planes
+from codec.color import to_tensor
+from codec.data import load_rgb
+from codec.metrics import psnr_rgb
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_STUDENT = ROOT / "runs" / "test-export-student" / "student-1k.safetensors"
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+@pytest.fixture(scope="module")
+def student():
+    """student-1k after a 30-step training run (done once, cached under runs/)."""
+    from codec.weights import load_model
+
+    if not TEST_STUDENT.is_file():
+        subprocess.run([sys.executable, "-m", "distill", "--student", "student-1k", "--no-kd", "--steps", "30",
+                        "--run-dir", str(TEST_STUDENT.parent), "--threads", "1", "--quiet", "--fresh"],
+                       cwd=ROOT, env=ENV, check=True, stdout=subprocess.DEVNULL)
+    return load_model(str(TEST_STUDENT))
+
+
+@pytest.fixture(scope="module")
+def exported(student, tmp_path_factory):
+    """The student exported with INT8 copies and ORT-format files."""
+    from export.exporter import export_model
+
+    out = tmp_path_factory.mktemp("export-student")
+    export_model(student, out, int8=True, calib=4, log=lambda *_: None)
+    return out
+
+
+def _manifest(d: Path) -> dict:
+    return json.loads((d / "manifest.json").read_text())
+
+
+def test_files_manifest_and_onnx_checker(student, exported):
+    from codec.weights import model_id
+    from export.nets import DECODER_NETS
+
+    m = _manifest(exported)
+    assert m["model_id"] == model_id(student).hex() and m["multiple"] == 64 and m["opset"] >= 17
+    assert m["channels"]["y"] == student.cfg.y_channels and m["skip_index"] == student.cfg.skip_index
+    for name in ("hyper_decoder_y", "hyper_decoder_uv", "context_y", "context_uv", "fusion_y", "fusion_uv",
+                 "synthesis", "analysis", "hyper_analysis"):
+        net = m["networks"][name]
+        for file in (net["file"], net["int8"]) if name in DECODER_NETS else (net["file"],):
+            model = onnx.load(str(exported / file))
+            onnx.checker.check_model(model, full_check=True)
+            graph_inputs = {i.name: i.type.tensor_type.shape.dim for i in model.graph.input}
+            for port in net["inputs"]:
+                dims = graph_inputs[port["name"]]
+                assert dims[1].dim_value == port["shape"][1]
+                assert dims[2].dim_param and dims[3].dim_param, f"{file}: H and W must be dynamic"
+        assert net["max_abs_err"] < 1e-4, name
+    y_hat = {"name": "y_hat", "shape": [1, m["channels"]["y"], "H/16", "W/16"]}
+    assert m["networks"]["fusion_uv"]["inputs"][2] == y_hat
+    for f in ("scale_decoder.npz", "cdf_z.npz", "cdf_residual.npz", "rate.npz"):
+        assert (exported / f).is_file()
+    with np.load(exported / "scale_decoder.npz") as a:
+        assert a["w0"].dtype == np.int8 and a["b0"].dtype == np.int32
+    with np.load(exported / "rate.npz") as a:
+        assert a["gain_steps"].shape == (student.num_qualities, student.cfg.y_channels + student.cfg.uv_channels)
+
+
+def test_ort_matches_torch_on_a_real_picture(student, exported, eval_paths):
+    from export.nets import build_specs, net_inputs
+    from export.to_onnx import max_abs_error
+
+    y, uv = pad_planes(to_tensor(load_rgb(eval_paths[0])), 64)
+    feeds = net_inputs(student, y, uv, 2)
+    specs = build_specs(student)
+    m = _manifest(exported)
+    for name, spec in specs.items():
+        assert max_abs_error(spec, exported / m["networks"][name]["file"], feeds[name]) < 1e-4, name
+
+
+def test_numpy_scale_decoder_is_exact(student, exported):
+    from export.intnp import IntScaleDecoder
+
+    with np.load(exported / "scale_decoder.npz") as a:
+        dec = IntScaleDecoder(a)
+    rng = np.random.default_rng(1)
+    for shape in ((1, 1), (4, 7)):
+        z = rng.integers(-128, 128, (1, student.cfg.z_channels, *shape))
+        ref = student.scale_decoder.int_forward(torch.from_numpy(z).float()).numpy()
+        assert np.array_equal(dec(z[0]), ref[0])
+
+
+def test_ort_format_files_load_and_run(exported):
+    from export.to_onnx import session
+
+    m = _manifest(exported)
+    if m["ort_format"] is None:
+        pytest.skip("ORT format conversion failed at export (see the export log)")
+    files = m["ort_format"]["files"]
+    assert len(files) == 16
+    feed = {"y_hat": np.random.default_rng(0).normal(size=(1, m["channels"]["y"], 4, 6)).astype(np.float32),
+            "uv_hat": np.random.default_rng(1).normal(size=(1, m["channels"]["uv"], 4, 6)).astype(np.float32)}
+    ort_file = next(f for f in files if f.startswith("synthesis.") and "int8" not in f)
+    a = session(exported / "ort" / ort_file).run(None, feed)
+    b = session(exported / "synthesis.onnx").run(None, feed)
+    assert all(np.abs(x - y).max() < 1e-5 for x, y in zip(a, b))
+
+
+def _symbols_and_psnr(model, onnx_dir, paths, enc_threads, int8_too=True):
+    """Encode with torch at ``enc_threads`` threads; decode with ONNX FP32 (and INT8) at 1 and 2 threads."""
+    from export.runtime import OnnxDecoder
+
+    decoders = {(i8, t): OnnxDecoder(onnx_dir, int8=i8, threads=t)
+                for i8 in ((False, True) if int8_too else (False,)) for t in (1, 2)}
+    for i, path in enumerate(paths):
+        img = load_rgb(path)
+        q = (i * 2 + enc_threads) % model.num_qualities
+        prev = torch.get_num_threads()
+        torch.set_num_threads(enc_threads)
+        try:
+            data = encode_image(model, img, q)
+            y, uv = pad_planes(to_tensor(img), model.cfg.multiple)
+            enc = model.encode_latents(y, uv, q)
+        finally:
+            torch.set_num_threads(prev)
+        ref = psnr_rgb(img, decode_image(model, data))
+        for (int8, threads), dec in decoders.items():
+            out = dec.decode(data)
+            where = f"{path.name} q{q} {'INT8' if int8 else 'FP32'} {threads} threads"
+            assert np.array_equal(out.z, enc["z"].numpy()), where
+            assert np.array_equal(out.index, enc["index"].numpy()), where
+            assert np.array_equal(out.residual, enc["residual"].numpy()), where
+            got = psnr_rgb(img, out.rgb)
+            assert abs(got - ref) <= (1.0 if int8 else 0.1), (where, got, ref)
+
+
+@pytest.mark.parametrize("enc_threads", [1, 2])
+def test_symbols_identical_torch_encoder_onnx_decoder(student, exported, eval_paths, enc_threads):
+    _symbols_and_psnr(student, exported, eval_paths[:3], enc_threads)
+
+
+def test_teacher_cross_runtime(teacher, eval_paths, tmp_path):
+    """The real-size model: FP32 export, symbols identical and PSNR within 0.1 dB of torch."""
+    from export.exporter import export_model
+
+    export_model(teacher, tmp_path, ort_format=False, encoder=False, log=lambda *_: None)
+    _symbols_and_psnr(teacher, tmp_path, eval_paths[:2], 2, int8_too=False)
+
+
+BLOCK_TORCH = textwrap.dedent("""
+    import runpy, sys
+
+    class BlockTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "torchvision"):
+                raise ImportError(name + " is blocked: the ONNX decoder must not import it")
+
+    sys.meta_path.insert(0, BlockTorch())
+    sys.argv = ["export.decode"] + sys.argv[1:]
+    try:
+        runpy.run_module("export.decode", run_name="__main__", alter_sys=True)
+    finally:
+        assert not any(m.split(".")[0] == "torch" for m in sys.modules)
+""")
+
+
+def test_decoder_cli_runs_without_torch(student, exported, eval_paths, tmp_path):
+    from PIL import Image
+
+    from export.runtime import OnnxDecoder
+
+    img = load_rgb(eval_paths[1])
+    bin_path = tmp_path / "a.bin"
+    bin_path.write_bytes(encode_image(student, img, 3))
+    (tmp_path / "block.py").write_text(BLOCK_TORCH)
+    for flags in ([], ["--int8", "--threads", "2"]):
+        r = subprocess.run([sys.executable, str(tmp_path / "block.py"), str(bin_path), "-o", str(tmp_path / "a.png"),
+                            "--onnx", str(exported), *flags], env=ENV, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        out = np.asarray(Image.open(tmp_path / "a.png"))
+        ref = OnnxDecoder(exported, int8="--int8" in flags).decode(bin_path.read_bytes()).rgb
+        assert np.array_equal(out, ref)
+
+
+def test_decoder_cli_one_line_errors(student, teacher, exported, eval_paths, tmp_path, capsys):
+    from export.decode import main
+
+    img = load_rgb(eval_paths[0])[:40, :70]
+    good = encode_image(student, img, 1)
+    (tmp_path / "good.bin").write_bytes(good)
+    (tmp_path / "short.bin").write_bytes(good[:30])
+    (tmp_path / "other.bin").write_bytes(encode_image(teacher, img, 1))
+    bs = bsf.unpack(good)
+    (tmp_path / "q.bin").write_bytes(bsf.pack(bsf.Bitstream(bs.model_id, 99, bs.height, bs.width, bs.streams)))
+    (tmp_path / "empty.bin").write_bytes(bsf.pack(bsf.Bitstream(bs.model_id, 1, bs.height, bs.width, (b"", b""))))
+    cases = {"short.bin": "truncated", "other.bin": "another model", "q.bin": "rate point 99",
+             "missing.bin": "no such file", "empty.bin": "corrupt"}
+    for name, words in cases.items():
+        assert main([str(tmp_path / name), "-o", str(tmp_path / "x.png"), "--onnx", str(exported)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and len(err.splitlines()) == 1 and words in err.lower(), err
+    assert main([str(tmp_path / "good.bin"), "-o", str(tmp_path / "x.png"), "--onnx", str(tmp_path)]) == 1
+    assert "manifest.json" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+    assert main([str(tmp_path / "good.bin"), "-o", str(tmp_path / "x.png"), "--onnx", str(exported)]) == 0
+    assert np.asarray(__import__("PIL.Image").Image.open(tmp_path / "x.png")).shape == img.shape
+
+
+def test_bench_writes_reports(student, exported, tmp_path):
+    from export.bench import main
+
+    out = tmp_path / "deployment"
+    assert main(["--model", str(TEST_STUDENT), "--onnx", str(exported), "--int8", "-n", "1", "--threads", "1",
+                 "--out", str(out)]) == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert [r["precision"] for r in res["runs"]] == ["FP32", "INT8"]
+    assert res["width"] == 768 and res["height"] == 512
+    assert "| ONNX INT8 | 1 |" in out.with_suffix(".md").read_text()
