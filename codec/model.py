@@ -18,6 +18,7 @@ move the picture by a hair but can never desynchronise the bitstream.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -43,6 +44,14 @@ MODULE_ROLES = {
     "synthesis_y": ("decoder",), "synthesis_uv": ("decoder",),
     "entropy_bottleneck": (), "gaussian_conditional": (),
 }
+
+
+def fp32_region(t: torch.Tensor):
+    """Context that turns autocast off (entropy models and the integer-grid net run in fp32); a no-op on
+    devices without autocast, such as the profiler's meta tensors."""
+    if t.device.type in ("cpu", "cuda"):
+        return torch.autocast(t.device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def make_scale_table() -> list[float]:
@@ -109,12 +118,12 @@ class YUVCodec(CompressionModel):
         ly, luv = self.analysis_y(y_plane), self.analysis_uv(uv_plane)
         latent = torch.cat((ly, luv), 1)
         z = self.hyper_analysis(latent)
-        with torch.autocast(z.device.type, enabled=False):  # entropy models stay in fp32 under bf16
+        with fp32_region(z):  # entropy models stay in fp32 under bf16
             z = z.float()
             _, z_lik = self.entropy_bottleneck(z)
         z_hat = torch.clamp(ste_round(z), INPUT_MIN, INPUT_MAX)
         gain, steps = self._gain(q)
-        with torch.autocast(z.device.type, enabled=False):  # the integer-grid net must not round in bf16
+        with fp32_region(z):  # the integer-grid net must not round in bf16
             index = torch.clamp(self.scale_decoder(z_hat) + steps, 0, SCALE_LEVELS - 1)
         scale = SCALE_MIN * torch.exp(LOG_STEP * index)
         # Skip is a hard decision with no gradient; training codes every element instead (an element
@@ -147,7 +156,7 @@ class YUVCodec(CompressionModel):
     def _quantize(self, lat, mu, gain, scale, skip):
         """Gained residual quantisation: (y_hat, likelihoods) with skip applied."""
         yg, mug = lat.float() * gain, mu.float() * gain
-        with torch.autocast(yg.device.type, enabled=False):
+        with fp32_region(yg):
             _, lik = self.gaussian_conditional(yg, scale, means=mug)
         lik = torch.where(skip, torch.ones_like(lik), lik)
         r = torch.where(skip, torch.zeros_like(yg), ste_round(yg - mug))
