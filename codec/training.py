@@ -250,7 +250,7 @@ class Trainer:
                 metrics = {k: acc[k] / acc["n"] for k in ("loss", "bpp", "psnr_yuv")}
                 writer.writerow([self.step, round(time.time() - t0, 1), f"{lr_at(self.step, cfg):.3g}",
                                  f"{metrics['loss']:.4f}", f"{metrics['bpp']:.4f}", f"{metrics['psnr_yuv']:.3f}",
-                                 f"{float(aux):.2f}"])
+                                 f"{float(aux.detach()):.2f}"])
                 logf.flush()
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", bpp=f"{metrics['bpp']:.3f}",
                                 psnr=f"{metrics['psnr_yuv']:.2f}")
