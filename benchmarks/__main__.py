@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         {"rd": cmd_rd, "report": cmd_report, "train-speed": cmd_train_speed}[args.command](args)
     except (ImageError, ValueError, CodecError, OSError) as exc:
-        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
-        return 1
+        from codec.cli_util import fail
+        return fail(exc)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -555,8 +555,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")
         return 0
     except (ImageError, RuntimeError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        from .cli_util import fail
+        return fail(exc)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
