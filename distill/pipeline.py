@@ -1,17 +1,19 @@
 """`make distill`: the whole job on one machine, from data to an RD summary.
 
-    data -> teacher (shipped weights, or a quick training) -> distil the student -> [prune, INT8, export:
-    run when those stages exist] -> budget report -> RD of teacher vs student vs JPEG on the evaluation set.
+    data -> teacher (shipped weights, or a quick training) -> distil the student -> prune it (one round)
+    -> ONNX export, FP32 and INT8 -> budget report -> RD of teacher vs student vs JPEG on the evaluation set.
 Everything lands in runs/pipeline-PROFILE/.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
 from pathlib import Path
+
+
+PRUNE_TARGET = {"student-1k": 0.5, "student-2k": 1.6, "student-4k": 3.0}  # decoder kMAC/px
 
 
 def _stage(title: str) -> float:
@@ -46,31 +48,42 @@ def run(profile: str, student: str, retrain_teacher: bool = False, images: int |
     run_dir.mkdir(parents=True, exist_ok=True)
     timings = {}
 
-    t = _stage("1/5 data")
+    t = _stage("1/7 data")
     ensure_data()
     timings["data"] = time.monotonic() - t
 
-    t = _stage("2/5 teacher")
+    t = _stage("2/7 teacher")
     t_name, t_weights = _teacher_weights(profile, run_dir, retrain_teacher)
     timings["teacher"] = time.monotonic() - t
 
-    t = _stage(f"3/5 distil {student} ({profile} profile)")
+    t = _stage(f"3/7 distil {student} ({profile} profile)")
     s_weights = run_dir / f"{student}.safetensors"
     summary = distill(student, t_weights, run_dir / f"distill-{student}", train_images(), profile,
                       steps=steps, out=s_weights)
     timings["distill"] = time.monotonic() - t
 
-    for stage, module in (("prune", "distill.prune"), ("INT8 quantization", "export.quantize"),
-                          ("ONNX export", "export.onnx_export")):
-        if importlib.util.find_spec(module) is None:
-            print(f"(skipped {stage}: that stage is not built yet)")
+    t = _stage(f"4/7 prune {student} to {PRUNE_TARGET[student]} kMAC/px (one round, short fine-tuning)")
+    from .prune_cli import main as prune_main
+    pruned = run_dir / f"{student}-pruned.safetensors"
+    if prune_main(["--student", str(s_weights), "--teacher", str(t_weights), "--target-kmac",
+                   str(PRUNE_TARGET[student]), "--rounds", "1", "--finetune-steps", "100", "--no-rd",
+                   "--quiet", "-o", str(pruned), "--run-dir", str(run_dir / "prune"),
+                   "--results", str(run_dir / "prune")]):
+        raise RuntimeError("pruning failed")
+    timings["prune"] = time.monotonic() - t
 
-    t = _stage("4/5 budget report")
+    t = _stage(f"5/7 export {student} to ONNX, FP32 and INT8")
+    from export.__main__ import main as export_main
+    if export_main(["--model", str(s_weights), "-o", str(run_dir / "onnx"), "--int8", "--calib", "8"]):
+        raise RuntimeError("ONNX export failed")
+    timings["export"] = time.monotonic() - t
+
+    t = _stage("6/7 budget report")
     from profiling.__main__ import main as profiling_main
     profiling_main(["all", "--out", str(run_dir / "report")])
     timings["report"] = time.monotonic() - t
 
-    t = _stage("5/5 rate-distortion on the evaluation set (real bitstreams)")
+    t = _stage("7/7 rate-distortion on the evaluation set (real bitstreams)")
     from benchmarks.__main__ import main as bench_main
     s_name = f"{student}-{profile}"
     argv = ["rd", "--codecs", f"jpeg,{t_name},{s_name}", "--weights", f"{s_name}={s_weights}",
