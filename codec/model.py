@@ -66,6 +66,19 @@ def checkerboard(h: int, w: int, device=None) -> torch.Tensor:
     return ((r + c) % 2 == 0).float()[None, None]
 
 
+class Synthesis(nn.Module):
+    """Both synthesis transforms of a codec as one module (decoded latents -> luma, chroma planes; the
+    chroma branch reads the luma features), keeping the codec's child names. Used by export and pruning."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.synthesis_y, self.synthesis_uv = model.synthesis_y, model.synthesis_uv
+
+    def forward(self, y_hat: torch.Tensor, uv_hat: torch.Tensor):
+        y, feat = self.synthesis_y(y_hat)
+        return y, self.synthesis_uv(uv_hat, feat)
+
+
 @dataclass
 class EntropyConfig:
     """Entropy-path settings shared by all models: latent sizes, rate points, skip threshold."""
@@ -223,8 +236,7 @@ class YUVCodec(CompressionModel):
     @torch.no_grad()
     def synthesize(self, yh: torch.Tensor, uvh: torch.Tensor):
         """Latents -> (luma, chroma) planes."""
-        y_rec, feat = self.synthesis_y(yh)
-        return y_rec, self.synthesis_uv(uvh, feat)
+        return Synthesis(self)(yh, uvh)
 
     @torch.no_grad()
     def compress_planes(self, y_plane, uv_plane, q: int) -> tuple[list[bytes], dict]:

@@ -34,6 +34,7 @@ from compressai.layers import GDN
 from torch_pruning import _helpers
 from torch_pruning.dependency.dependency import Dependency
 
+from codec.model import Synthesis
 from student.blocks import ChannelShuffle
 
 PLAN_FORMAT = "distill.prune/1"
@@ -259,19 +260,7 @@ def touches_output(group) -> bool:
     return False
 
 
-# ---- the synthesis of a YUVCodec -----------------------------------------------------------------
-class _Synthesis(nn.Module):
-    """Both synthesis transforms as one module, with the same child names as in the codec."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.synthesis_y, self.synthesis_uv = model.synthesis_y, model.synthesis_uv
-
-    def forward(self, yh, uvh):
-        y, feat = self.synthesis_y(yh)
-        return y, self.synthesis_uv(uvh, feat)
-
-
+# ---- the synthesis of a YUVCodec (codec.model.Synthesis) -------------------------------------------
 def _latents(model, size: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     return (torch.randn(1, model.cfg.y_channels, size, size, generator=g),
@@ -280,7 +269,7 @@ def _latents(model, size: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
 
 def synthesis_graph(model) -> tuple[nn.Module, tp.DependencyGraph]:
     """(synthesis wrapper, its dependency graph) for a YUVCodec; module paths match the codec's."""
-    syn = _Synthesis(model).eval()
+    syn = Synthesis(model).eval()
     return syn, build_graph(syn, _latents(model))
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from codec.model import checkerboard
+from codec.model import Synthesis, checkerboard
 
 DECODER_NETS = ("hyper_decoder_y", "hyper_decoder_uv", "context_y", "context_uv", "fusion_y", "fusion_uv",
                 "synthesis")
@@ -61,18 +61,6 @@ class HyperAnalysis(nn.Module):
 
     def forward(self, latent_y, latent_uv):
         return self.net(torch.cat((latent_y, latent_uv), 1))
-
-
-class Synthesis(nn.Module):
-    """Decoded latents -> luma and chroma planes (the chroma branch reads the luma features)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.y, self.uv = model.synthesis_y, model.synthesis_uv
-
-    def forward(self, y_hat, uv_hat):
-        y, feat = self.y(y_hat)
-        return y, self.uv(uv_hat, feat)
 
 
 class Fusion(nn.Module):
