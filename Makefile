@@ -9,7 +9,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 PROFILE ?= quick
 STUDENT ?= student-2k
 
-.PHONY: venv data test distill report bench train-bench install-codecs train-full clean
+.PHONY: venv data test distill report bench train-bench install-codecs train-full curve clean
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -46,6 +46,11 @@ MODEL ?= teacher
 train-full: venv data
 	if [ "$(MODEL)" = teacher ]; then $(PYTHON) -m teacher train --profile full --quiet; \
 	else $(PYTHON) -m distill --student $(MODEL) --profile full --quiet; fi
+
+# BD-rate vs JPEG against training CPU-hours for every snapshot the long runs kept (results/training_curve.*)
+curve: venv data
+	$(PYTHON) -m benchmarks.curve --run teacher=runs/teacher-full --run student-2k=runs/student-2k-full-nokd \
+		--extra teacher=weights/teacher.safetensors --extra student-2k=weights/student-2k.safetensors
 
 clean:
 	rm -rf runs results/tmp .pytest_cache

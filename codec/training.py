@@ -40,6 +40,7 @@ class TrainConfig:
     bf16: bool = False             # bf16 autocast for the transforms (entropy models stay fp32)
     channels_last: bool = False
     checkpoint_every_s: float = 300.0
+    snapshot_every_s: float = 0.0  # >0: also keep weights every so often in RUN_DIR/snapshots (RD-vs-time curve)
     log_every: int = 10
     seed: int = 0
     extra: dict = field(default_factory=dict)
@@ -151,12 +152,14 @@ class Trainer:
         self.loader = DataLoader(data, batch_size=cfg.batch // self.world, shuffle=True, drop_last=True,
                                  num_workers=0)
         self.step = 0
+        self.train_s = 0.0         # wall seconds of training over every resumed segment
         self.ckpt = self.run_dir / "checkpoint.pt"
 
     def state(self) -> dict:
         """Everything needed to resume, as tensors and numbers only."""
         s = {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
-             "aux_opt": self.aux_opt.state_dict(), "step": self.step, "rng": torch.get_rng_state()}
+             "aux_opt": self.aux_opt.state_dict(), "step": self.step, "rng": torch.get_rng_state(),
+             "train_s": self.train_s}
         if self.extra_modules is not None:
             s["extra"] = self.extra_modules.state_dict()
         return s
@@ -178,6 +181,7 @@ class Trainer:
             if self.extra_modules is not None and "extra" in s:
                 self.extra_modules.load_state_dict(s["extra"])
             self.step = int(s["step"])
+            self.train_s = float(s.get("train_s") or log_train_seconds(self.run_dir / "log.csv") or 0.0)
             torch.set_rng_state(s["rng"])
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"checkpoint {self.ckpt} does not fit this run: {_first_line(e)}") from None
@@ -211,6 +215,7 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {model.name}",
                    disable=not (progress and lead), dynamic_ncols=True)
         last_ckpt, t0, metrics = time.time(), time.time(), {}
+        last_snap, s0 = time.time(), self.train_s
         gen = torch.Generator().manual_seed(cfg.seed + self.step + 7919 * self.rank)
         acc = {"loss": 0.0, "bpp": 0.0, "psnr_yuv": 0.0, "n": 0}
         for rgb in self._batches():
@@ -256,14 +261,48 @@ class Trainer:
                                 psnr=f"{metrics['psnr_yuv']:.2f}")
                 acc = {"loss": 0.0, "bpp": 0.0, "psnr_yuv": 0.0, "n": 0}
             bar.update(1)
+            self.train_s = s0 + time.time() - t0
+            if cfg.snapshot_every_s and time.time() - last_snap > cfg.snapshot_every_s:
+                self.snapshot()
+                last_snap = time.time()
             if time.time() - last_ckpt > cfg.checkpoint_every_s:
                 self.save()
                 last_ckpt = time.time()
         bar.close()
         logf.close()
         self.save()
+        if cfg.snapshot_every_s:
+            self.snapshot()
         model.eval()
         return metrics
+
+    def snapshot(self) -> Path | None:
+        """Keep the current weights as RUN_DIR/snapshots/step-N.safetensors with the step and the training
+        time so far, for the rate-distortion-against-CPU-time curve (rank 0 only)."""
+        if self.rank != 0:
+            return None
+        out = self.run_dir / "snapshots" / f"step-{self.step:07d}.safetensors"
+        out.parent.mkdir(exist_ok=True)
+        export_trained(self.model, self.run_dir, out, self.step, train_s=self.train_s,
+                       threads=torch.get_num_threads())
+        self.model.train()
+        return out
+
+
+def log_train_seconds(log_path: Path, until_step: int | None = None) -> float | None:
+    """Training wall seconds a log.csv records (its clock restarts at each resume), in all or up to the
+    first row at or past ``until_step``; None when there is no such log or row."""
+    if not log_path.is_file():
+        return None
+    total, last = 0.0, 0.0
+    for row in csv.DictReader(open(log_path)):
+        t = float(row["time_s"])
+        if t < last:
+            total += last
+        last = t
+        if until_step is not None and int(row["step"]) >= until_step:
+            return total + t
+    return None if until_step is not None else total + last
 
 
 def plot_log(run_dir: str | Path) -> Path:
@@ -289,14 +328,16 @@ def plot_log(run_dir: str | Path) -> Path:
     return out
 
 
-def export_trained(model, run_dir: str | Path, out_path: str | Path, step: int | None = None) -> Path:
-    """Build the CDF tables and write the run's weights as safetensors (recording the training step,
-    so that a long run can go on from shipped weights on another machine); returns the path."""
+def export_trained(model, run_dir: str | Path, out_path: str | Path, step: int | None = None,
+                   **meta) -> Path:
+    """Build the CDF tables and write the run's weights as safetensors (recording the training step and
+    any extra ``meta``, so that a long run can go on from shipped weights on another machine); returns the path."""
     from .weights import save_weights
 
     model.eval()
     model.update(force=True)
-    return save_weights(model, out_path, meta={"step": step} if step is not None else None)
+    meta = {k: v for k, v in {"step": step, **meta}.items() if v is not None}
+    return save_weights(model, out_path, meta=meta or None)
 
 
 def export_checkpoint(name: str, run_dir: str | Path, out_path: str | Path) -> int:
@@ -309,7 +350,8 @@ def export_checkpoint(name: str, run_dir: str | Path, out_path: str | Path) -> i
     state = load_checkpoint(ckpt)
     model = create_model(name)
     model.load_state_dict(state["model"])
-    export_trained(model, run_dir, out_path, int(state["step"]))
+    train_s = state.get("train_s") or log_train_seconds(Path(run_dir) / "log.csv") or 0.0
+    export_trained(model, run_dir, out_path, int(state["step"]), train_s=round(float(train_s), 1))
     return int(state["step"])
 
 
@@ -322,5 +364,7 @@ def continue_from(trainer: "Trainer", weights: str | Path) -> bool:
     if trainer.step or not weights.is_file():
         return False
     load_weights(trainer.model, weights)
-    trainer.step = int(weights_metadata(weights).get("step", 0))
+    meta = weights_metadata(weights)
+    trainer.step = int(meta.get("step", 0))
+    trainer.train_s = float(meta.get("train_s", 0.0))
     return True

@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kd-entropy", type=float, default=0.1, help="weight of mean/scale KD (0 = off)")
     p.add_argument("--no-kd", action="store_true", help="switch every distillation term off (RD loss only)")
     p.add_argument("--threads", type=int, default=0, help="0 = the idle cores")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the transforms (entropy models stay fp32)")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--export-checkpoint", action="store_true",
@@ -50,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         images = train_images(a.data)
         run_dir = a.run_dir or f"runs/distill-{a.student}-{a.profile}{'-nokd' if a.no_kd else ''}"
         summary = distill(a.student, a.teacher, run_dir, images, a.profile, kd, a.steps, a.threads, a.out,
-                          a.init, resume=not a.fresh, progress=not a.quiet)
+                          a.init, resume=not a.fresh, progress=not a.quiet,
+                          bf16=a.bf16, channels_last=a.channels_last)
     except (ValueError, OSError, KeyError) as e:
         return fail(e)
     print(json.dumps(summary))

@@ -15,18 +15,19 @@ PROFILES = {
     "quick": dict(steps=600, batch=8, crop=128, lr=1e-3, warmup=50, crops_per_epoch=2000, log_every=10),
     # hours in the background: the shipped student weights
     "full": dict(steps=200_000, batch=8, crop=128, lr=5e-4, warmup=500, crops_per_epoch=20_000, log_every=50,
-                 checkpoint_every_s=300),
+                 checkpoint_every_s=300, snapshot_every_s=1800),
 }
 
 
 def distill(student_name: str, teacher_weights: str | Path | None, run_dir: str | Path, images: list,
             profile: str = "quick", kd: KDWeights | None = None, steps: int | None = None,
             threads: int = 0, out: str | Path | None = None, init: str | Path | None = None,
-            resume: bool = True, progress: bool = True) -> dict:
+            resume: bool = True, progress: bool = True, **speed) -> dict:
     """Train ``student_name`` (RD loss + distillation terms unless ``kd`` is all zero or no teacher).
 
-    Returns a summary with the final metrics and the path of the exported weights."""
-    cfg = TrainConfig(**PROFILES[profile], threads=threads)
+    ``speed`` may set TrainConfig's bf16 / channels_last. Returns a summary with the final metrics and the
+    path of the exported weights."""
+    cfg = TrainConfig(**PROFILES[profile], threads=threads, **speed)
     if steps:
         cfg.steps = steps
     kd = kd or KDWeights()
@@ -48,7 +49,7 @@ def distill(student_name: str, teacher_weights: str | Path | None, run_dir: str 
                "train_metrics": metrics}
     if dist_info()[0] == 0:
         out = Path(out) if out else Path(run_dir) / f"{student_name}.safetensors"
-        export_trained(student, run_dir, out, trainer.step)
+        export_trained(student, run_dir, out, trainer.step, train_s=round(trainer.train_s, 1))
         plot_log(run_dir)
         summary["weights"] = str(out)
     return summary

@@ -9,7 +9,7 @@ PROFILES = {
     "quick": dict(steps=200, batch=4, crop=128, lr=2e-4, warmup=20, crops_per_epoch=800, log_every=5),
     # hours, in the background: the shipped weights (resumable)
     "full": dict(steps=200_000, batch=8, crop=128, lr=2e-4, warmup=200, crops_per_epoch=20_000,
-                 log_every=25, checkpoint_every_s=300),
+                 log_every=25, checkpoint_every_s=300, snapshot_every_s=1800),
 }
 
 
@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
                                  "the full profile writes weights/teacher.safetensors)")
     t.add_argument("--steps", type=int, help="override the profile's step count")
     t.add_argument("--threads", type=int, default=0, help="0 = the idle cores")
+    t.add_argument("--bf16", action="store_true", help="bf16 autocast for the transforms (entropy models stay fp32)")
+    t.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     t.add_argument("--init", help="start from these weights (.safetensors) instead of random")
     t.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -55,7 +57,7 @@ def _train(a) -> int:
     from codec.training import TrainConfig, Trainer, continue_from, export_trained, plot_log
     from codec.weights import load_weights, shipped_weights
 
-    cfg = TrainConfig(**PROFILES[a.profile], threads=a.threads)
+    cfg = TrainConfig(**PROFILES[a.profile], threads=a.threads, bf16=a.bf16, channels_last=a.channels_last)
     if a.steps:
         cfg.steps = a.steps
     if a.data:
@@ -77,7 +79,7 @@ def _train(a) -> int:
     metrics = trainer.train(progress=not a.quiet)
     out = Path(a.out) if a.out else (shipped_weights("teacher") if a.profile == "full"
                                      else run_dir / "teacher.safetensors")
-    export_trained(model, run_dir, out, trainer.step)
+    export_trained(model, run_dir, out, trainer.step, train_s=round(trainer.train_s, 1))
     plot_log(run_dir)
     print(f"teacher trained to step {trainer.step}: {metrics}; weights -> {out}")
     return 0
