@@ -87,7 +87,7 @@ def cmd_train_speed(args) -> None:
 
     from .train_speed import run
     models = [m.strip() for m in args.models.split(",")] if args.models else list_models()
-    run(models, args.steps, args.batch, args.crop, Path(args.out), args.threads or auto_threads())
+    run(models, args.steps, args.batch, args.crop, Path(args.out), args.threads or auto_threads(), args.compile)
     print((Path(args.out) / "train_speed.md").read_text())
 
 
@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ts.add_argument("--batch", type=int, default=8)
     ts.add_argument("--crop", type=int, default=128)
     ts.add_argument("--threads", type=int, default=0, help="0 = the idle cores")
+    ts.add_argument("--compile", action="store_true", help="also time torch.compile (minutes of compilation)")
     ts.add_argument("--out", default="results")
     rep = sub.add_parser("report", help="rebuild tables and plots from results/rd.json")
     rep.add_argument("--out", default="results", help="results folder (default: results)")
