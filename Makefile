@@ -43,9 +43,13 @@ train-bench: venv
 
 # Long runs (hours; checkpoint every 5 minutes; resume from runs/ or from the shipped weights' step).
 MODEL ?= teacher
+# KD=no trains a student on the RD loss alone (how the shipped students were made while the teacher is the weaker
+# codec) in runs/STUDENT-full-nokd; the default distils from weights/teacher.safetensors.
 train-full: venv data
 	if [ "$(MODEL)" = teacher ]; then $(PYTHON) -m teacher train --profile full --quiet; \
-	else $(PYTHON) -m distill --student $(MODEL) --profile full --quiet; fi
+	elif [ "$(KD)" = no ]; then $(PYTHON) -m distill --student $(MODEL) --profile full --quiet --no-kd \
+		--run-dir runs/$(MODEL)-full-nokd --out weights/$(MODEL).safetensors; \
+	else $(PYTHON) -m distill --student $(MODEL) --profile full --quiet --out weights/$(MODEL).safetensors; fi
 
 # BD-rate vs JPEG against training CPU-hours for every snapshot the long runs kept (results/training_curve.*)
 curve: venv data
