@@ -6,12 +6,14 @@ the repository small; the model id is computed from the tensors as loaded, so en
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .pruned import META_KEY, PlanError, plan_of, replay
 from .registry import create_model, list_models
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -38,8 +40,11 @@ def model_id(model) -> bytes:
 
 def save_weights(model, path: str | Path, half: bool = True, meta: dict | None = None) -> Path:
     """Write a model's state dict as safetensors (floats as float16 unless ``half`` is False), with
-    string metadata: the preset name plus ``meta`` (e.g. the training step)."""
+    string metadata: the preset name, the pruning plan of a pruned model, plus ``meta`` (e.g. the step)."""
     path = Path(path)
+    plan = plan_of(model)
+    if plan["steps"]:
+        meta = {META_KEY: json.dumps(plan), **(meta or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -68,8 +73,9 @@ def shipped_weights(name: str) -> Path:
 
 
 def load_model(name_or_path: str, weights: str | Path | None = None):
-    """Build a model ready to code: a preset name (shipped weights) or a .safetensors path
-    (its metadata names the preset). Raises WeightsError if no trained weights are found."""
+    """Build a model ready to code: a preset name (shipped weights) or a .safetensors path (its metadata
+    names the preset and, for a pruned model, the pruning plan replayed before the weights are loaded).
+    Raises WeightsError if no trained weights are found or they do not fit."""
     path = Path(weights) if weights else None
     if name_or_path.endswith(".safetensors"):
         path = Path(name_or_path)
@@ -83,6 +89,12 @@ def load_model(name_or_path: str, weights: str | Path | None = None):
         model = create_model(name)
     except KeyError as e:
         raise WeightsError(str(e.args[0])) from None
+    plan = weights_metadata(path).get(META_KEY)
+    if plan is not None:
+        try:
+            replay(model, plan)
+        except PlanError as e:
+            raise WeightsError(f"weights {path}: {e}") from None
     load_weights(model, path).eval()
     for p in model.parameters():
         p.requires_grad_(False)

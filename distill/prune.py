@@ -12,10 +12,11 @@ right when the same in-group offsets go from every group, so a stream that runs 
 with ChannelShuffle(G) is pruned in units of G*G channels that satisfy that (see ``_units``).
 
 A pruned model is saved as safetensors whose metadata holds the preset name and the *plan*: every pruning
-step (stream, channel indices at that step), so ``apply_plan`` replays it on a fresh preset exactly.
+step (stream, channel indices, and the tensor slices torch-pruning kept), so ``codec.weights.load_model``
+replays it on a fresh preset exactly (``codec.pruned``), without this package.
 
     python -m distill.prune --student weights/student-2k.safetensors --teacher weights/teacher.safetensors \
-        --target-kmac 1.5 --rounds 3 --finetune-steps 300 -o weights/student-2k-pruned.safetensors
+        --target-kmac 1.5 --rounds 3 --finetune-steps 300 -o runs/prune/student-2k-pruned.safetensors
 """
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ import json
 import math
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -35,9 +35,9 @@ from torch_pruning import _helpers
 from torch_pruning.dependency.dependency import Dependency
 
 from codec.model import Synthesis
+from codec.pruned import plan_of, replay
 from student.blocks import ChannelShuffle
 
-PLAN_FORMAT = "distill.prune/1"
 SYNTHESIS = ("synthesis_y", "synthesis_uv")
 
 
@@ -373,75 +373,66 @@ def zero_stream(model, root: str, idxs: list[int]) -> None:
 
 
 # ---- plans: the exact, replayable record of a pruning ------------------------------------------
-def empty_plan(model) -> dict:
-    """A plan with no steps for the model's preset."""
-    return {"format": PLAN_FORMAT, "preset": model.name, "steps": []}
+# A step records the stream and channels chosen, and what torch-pruning did to the tensors (see
+# codec.pruned): the core replays it without this package. Files written before that (format
+# LEGACY_FORMAT, stream and channels only) are replayed here through the dependency graph.
+LEGACY_FORMAT = "distill.prune/1"
 
 
-def plan_of(model) -> dict:
-    """The plan a model was pruned with (an empty one for an unpruned preset)."""
-    return getattr(model, "pruned_plan", None) or empty_plan(model)
+def _record(model, prune: Callable[[], None]) -> tuple[list[dict], dict]:
+    """Run ``prune()`` and return (every tensor slice it kept, in order; the integer module attributes
+    it changed), as codec.pruned replays them."""
+    names = {id(t): (path, n) for path, m in model.named_modules()
+             for n, t in [*m._parameters.items(), *m._buffers.items()] if t is not None}
+    ints = {path: {k: v for k, v in vars(m).items() if type(v) is int} for path, m in model.named_modules()}
+    edits = []
+    base = tp.pruner.BasePruningFunc
+    original = base._prune_parameter_and_grad
+
+    def recording(self, weight, keep_idxs, pruning_dim):
+        where = names.get(id(weight))
+        if where is None:
+            raise NotImplementedError("torch-pruning cut a tensor that is not the model's")
+        new = original(self, weight, keep_idxs, pruning_dim)
+        names[id(new)] = where
+        edits.append({"module": where[0], "param": where[1], "dim": int(pruning_dim),
+                      "keep": [int(i) for i in keep_idxs]})
+        return new
+
+    base._prune_parameter_and_grad = recording
+    try:
+        prune()
+    finally:
+        base._prune_parameter_and_grad = original
+    attrs = {}
+    for path, m in model.named_modules():
+        changed = {k: v for k, v in vars(m).items() if type(v) is int and ints.get(path, {}).get(k, v) != v}
+        if changed:
+            attrs[path] = changed
+    return edits, attrs
 
 
 def apply_steps(model, steps: list[dict]) -> None:
-    """Prune the model by each step in turn and append the steps to its plan."""
+    """Prune the model by each step (stream root, channel indices) in turn and append the recorded
+    steps to its plan."""
     plan = copy.deepcopy(plan_of(model))
     for step in steps:
-        prune_stream(model, step["root"], step["idxs"])
-        plan["steps"].append({"root": step["root"], "idxs": [int(i) for i in step["idxs"]]})
+        idxs = [int(i) for i in step["idxs"]]
+        edits, attrs = _record(model, lambda: prune_stream(model, step["root"], idxs))
+        plan["steps"].append({"root": step["root"], "idxs": idxs, "edits": edits, "attrs": attrs})
     plan["widths"] = {s.root: s.width for s in find_streams(model)} if plan["steps"] else {}
     model.pruned_plan = plan
 
 
 def apply_plan(model, plan: dict | str):
-    """Replay a pruning plan (dict or JSON) on a freshly built preset; returns the model.
-
-    Indices of each step refer to the channels as they were at that step, so the replay is exact."""
+    """Replay a pruning plan (dict or JSON) on a freshly built preset; returns the model. Current plans
+    go through the core (``codec.pruned.replay``); legacy ones are re-pruned and upgraded."""
     plan = json.loads(plan) if isinstance(plan, str) else plan
-    if plan.get("format") != PLAN_FORMAT:
-        raise ValueError(f"unknown pruning plan format {plan.get('format')!r}")
+    if plan.get("format") != LEGACY_FORMAT:
+        return replay(model, plan)
     if plan["preset"] != model.name:
         raise ValueError(f"plan is for {plan['preset']!r}, model is {model.name!r}")
     apply_steps(model, plan["steps"])
-    return model
-
-
-def save_pruned(model, path: str | Path, half: bool = True) -> Path:
-    """Write weights as safetensors (floats as float16 unless ``half`` is False) with the preset name
-    and the pruning plan in the metadata (keys 'preset' and 'pruned_plan')."""
-    from codec.weights import save_weights
-
-    return save_weights(model, path, half=half, meta={"pruned_plan": json.dumps(plan_of(model))})
-
-
-def read_plan(path: str | Path) -> dict | None:
-    """The pruning plan stored in a weights file, or None for an unpruned one."""
-    from codec.weights import weights_metadata
-
-    meta = weights_metadata(path)
-    return json.loads(meta["pruned_plan"]) if "pruned_plan" in meta else None
-
-
-def load_pruned(name_or_path: str | Path):
-    """Like ``codec.weights.load_model``, for pruned weights too: build the preset, replay the plan
-    found in the file's metadata, load the weights; the model comes back frozen, in eval mode."""
-    from codec.registry import create_model
-    from codec.weights import WeightsError, _preset_of, load_model, load_weights, model_id
-
-    path = Path(name_or_path)
-    if path.suffix != ".safetensors":
-        return load_model(str(name_or_path))
-    if not path.is_file():
-        raise WeightsError(f"no weights at {path}")
-    preset = _preset_of(path)
-    plan = read_plan(path)
-    if plan is None:
-        return load_model(str(path))
-    model = apply_plan(create_model(preset), plan)
-    load_weights(model, path).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.frozen_id = model_id(model)
     return model
 
 

@@ -1,7 +1,7 @@
 r"""Command line of the pruning stage: prune, fine-tune by distillation, save, measure RD, write results.
 
     python -m distill.prune --student weights/student-2k.safetensors --teacher weights/teacher.safetensors \
-        --target-kmac 1.5 --rounds 3 --finetune-steps 300 -o weights/student-2k-pruned.safetensors
+        --target-kmac 1.5 --rounds 3 --finetune-steps 300 -o runs/prune/student-2k-pruned.safetensors
 
 Writes the pruned weights (safetensors + replayable plan), results/prune.json and results/prune.md: per
 round the decoder/encoder kMAC per pixel (768x512) and parameters, and the BD-rate (PSNR-YUV) of the
@@ -37,7 +37,7 @@ def _args(argv):
     p.add_argument("--eval-data", help="evaluation images for RD (default data/eval)")
     p.add_argument("--rd-images", type=int, default=0, help="evaluate on the first N images only (0: all)")
     p.add_argument("--no-rd", action="store_true", help="skip the RD evaluation")
-    p.add_argument("-o", "--out", help="pruned weights (default weights/STUDENT-pruned.safetensors)")
+    p.add_argument("-o", "--out", help="pruned weights (default runs/prune-STUDENT/STUDENT-pruned.safetensors)")
     p.add_argument("--run-dir", help="fine-tuning logs and checkpoints (default runs/prune-STUDENT)")
     p.add_argument("--results", default="results", help="folder for prune.json and prune.md")
     p.add_argument("--threads", type=int, default=0, help="0 = the idle cores")
@@ -74,13 +74,12 @@ def rd_eval(anchor: tuple[str, Path], test: tuple[str, Path], images: list, prog
     from benchmarks.codecs import LearnedCodec
     from benchmarks.rd import run_rd
 
-    from .prune import load_pruned
-
     codecs = []
     for name, path in (anchor, test):
         codec = LearnedCodec(name, path)
-        codec.model = load_pruned(path)   # codec.weights.load_model cannot replay a plan (yet)
-        codec.qualities = list(range(codec.model.num_qualities))
+        ok, why = codec.available()
+        if not ok:
+            raise ValueError(why)
         codecs.append(codec)
     rows, failed = run_rd(images, codecs, progress=progress)
     if failed:
@@ -159,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     from codec.training import auto_threads
     from codec.weights import load_model
 
-    from .prune import load_pruned, prune_to_target, save_pruned
+    from codec.weights import save_weights
+
+    from .prune import prune_to_target
 
     torch.set_num_threads(a.threads or auto_threads())
     log = (lambda *_: None) if a.quiet else (lambda msg: print(msg, file=sys.stderr))
@@ -167,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         if not (a.data and a.eval_data):
             ensure_data()
         name = _stem(a.student)
-        out = Path(a.out or f"weights/{name}-pruned.safetensors")
+        out = Path(a.out or f"runs/prune-{name}/{name}-pruned.safetensors")
         run_dir = Path(a.run_dir or f"runs/prune-{name}")
-        student = load_pruned(a.student)
+        student = load_model(a.student)
         teacher = None if a.no_kd else load_model(a.teacher)
         finetune = make_finetune(teacher, train_images(a.data), a.finetune_steps, a.lr, run_dir, a.threads,
                                  not a.quiet)
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                                           a.ranking)
         pruned.eval()
         pruned.update(force=True)
-        save_pruned(pruned, out)
+        save_weights(pruned, out)
         log(f"wrote {out}")
         result = {"student": a.student, "out": str(out), "command": "python -m distill.prune " + " ".join(
                       argv if argv is not None else sys.argv[1:]),

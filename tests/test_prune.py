@@ -1,6 +1,7 @@
 """Structured pruning: zeroing the channels to remove, then removing them, changes the output by exactly 0;
 the custom pruners (PixelShuffle, PixelUnshuffle, ChannelShuffle, GDN) map channels right; a pruned model
-round-trips through safetensors + plan replay; the decoder gets cheaper; the command line runs end to end."""
+round-trips through safetensors + plan replay in the core (codec.weights.load_model) and codes an image;
+the decoder gets cheaper; the command line runs end to end."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,9 @@ import torch
 import torch.nn as nn
 from compressai.layers import GDN
 
+from codec.pruned import PlanError, replay
 from codec.registry import create_model
+from codec.weights import load_model, save_weights, weights_metadata
 from distill import prune as P
 from student.blocks import ChannelShuffle
 
@@ -129,12 +132,16 @@ def test_gdn_pruner_zero_then_remove():
         assert torch.equal(net(x), zeroed)
 
 
-def test_plan_round_trips_through_safetensors(tmp_path):
+def _pruned_file(tmp_path, half=False):
     model = _perturbed("student-2k")
     P.apply_steps(model, _some_steps(model))
     model.update(force=True)
-    path = P.save_pruned(model, tmp_path / "pruned.safetensors", half=False)
-    loaded = P.load_pruned(path)
+    return model, save_weights(model, tmp_path / "pruned.safetensors", half=half)
+
+
+def test_plan_round_trips_through_load_model(tmp_path):
+    model, path = _pruned_file(tmp_path)
+    loaded = load_model(str(path))
     assert loaded.pruned_plan["steps"] == model.pruned_plan["steps"]
     sd, sd2 = model.state_dict(), loaded.state_dict()
     assert sd.keys() == sd2.keys() and all(torch.equal(sd[k], sd2[k]) for k in sd)
@@ -142,11 +149,55 @@ def test_plan_round_trips_through_safetensors(tmp_path):
     with torch.no_grad():
         a, b = model(*planes, 3), loaded(*planes, 3)
     assert torch.equal(a["y"], b["y"]) and torch.equal(a["uv"], b["uv"])
-    replayed = P.apply_plan(create_model("student-2k"), json.dumps(P.read_plan(path)))
+    plan = weights_metadata(path)["pruned_plan"]
+    replayed = replay(create_model("student-2k"), plan)          # the core alone, no torch-pruning
     assert {k: v.shape for k, v in replayed.state_dict().items() if "synthesis" in k} == \
            {k: v.shape for k, v in sd.items() if "synthesis" in k}
-    with pytest.raises(ValueError, match="plan is for"):
-        P.apply_plan(create_model("student-1k"), loaded.pruned_plan)
+    legacy = {"format": P.LEGACY_FORMAT, "preset": "student-2k",
+              "steps": [{"root": s["root"], "idxs": s["idxs"]} for s in model.pruned_plan["steps"]]}
+    upgraded = P.apply_plan(create_model("student-2k"), legacy)
+    assert upgraded.pruned_plan["steps"] == model.pruned_plan["steps"]
+    with pytest.raises(PlanError, match="plan is for"):
+        replay(create_model("student-1k"), plan)
+    with pytest.raises(PlanError, match="unknown pruning plan format"):
+        replay(create_model("student-2k"), json.dumps(legacy))
+
+
+BLOCKED_CLI = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("distill", "torch_pruning"):
+            raise ImportError(name + " is blocked: the core must load pruned weights alone")
+sys.meta_path.insert(0, Block())
+from codec.__main__ import main
+w, img, bin_, png = sys.argv[1:]
+assert main(["encode", img, "-o", bin_, "--model", w, "--quality", "2"]) == 0
+assert main(["decode", bin_, "-o", png, "--weights", w]) == 0
+"""
+
+
+def test_pruned_file_codes_an_image_through_the_core(tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from codec.api import decode_image, encode_image
+
+    _, path = _pruned_file(tmp_path, half=True)
+    model = load_model(str(path))
+    rng = np.random.default_rng(0)
+    img = (rng.random((70, 90, 3)) * 255).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "in.png")
+    data = encode_image(model, img, 2)
+    assert decode_image(model, data).shape == img.shape
+    r = subprocess.run([sys.executable, "-c", BLOCKED_CLI, str(path), str(tmp_path / "in.png"),
+                        str(tmp_path / "a.bin"), str(tmp_path / "a.png")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "a.bin").read_bytes() == data
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), decode_image(model, data))
 
 
 def test_prune_to_target_lowers_decoder_macs():
@@ -168,7 +219,6 @@ def test_command_line_end_to_end(tmp_path, capsys):
     from PIL import Image
 
     from codec.data import eval_images
-    from codec.weights import save_weights
     from distill.prune_cli import main
 
     student = create_model("student-1k").eval()
@@ -187,7 +237,7 @@ def test_command_line_end_to_end(tmp_path, capsys):
     res = json.loads((tmp_path / "results" / "prune.json").read_text())
     assert [h["round"] for h in res["rounds"]] == [0, 1] and "rd" in res
     assert "BD-rate" in (tmp_path / "results" / "prune.md").read_text()
-    assert P.load_pruned(out).pruned_plan["steps"]
+    assert load_model(str(out)).pruned_plan["steps"]
 
 
 def test_rankings_share_the_cut_as_documented():
