@@ -229,3 +229,26 @@ def test_bench_writes_reports(student, exported, tmp_path):
     assert [r["precision"] for r in res["runs"]] == ["FP32", "INT8"]
     assert res["width"] == 768 and res["height"] == 512
     assert "| ONNX INT8 | 1 |" in out.with_suffix(".md").read_text()
+
+
+def test_qat_changes_decoder_weights_and_int8_symbols_stay_identical(student, eval_paths, tmp_path, capsys):
+    """Two QAT steps move only the decoder-side networks; their INT8 export decodes the QAT model's
+    bitstreams with the torch encoder's symbols."""
+    from codec.data import train_images
+    from codec.weights import load_model, model_id
+    from export.exporter import export_model
+    from export.qat import TRAINED, main, qat_finetune
+
+    model = load_model(str(TEST_STUDENT))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    qat_finetune(model, 2, train_images()[:2], tmp_path / "run", batch=2, crop=64, progress=False)
+    after = model.state_dict()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert changed and changed <= set(TRAINED), changed
+    assert model_id(model) != model_id(load_model(str(TEST_STUDENT)))     # a new model, its own id
+    export_model(model, tmp_path / "onnx", int8=True, calib=2, ort_format=False, encoder=False, log=lambda *_: None)
+    _symbols_and_psnr(model, tmp_path / "onnx", eval_paths[:1], 1)
+    capsys.readouterr()
+    assert main(["--model", "no-such-model", "-o", str(tmp_path / "x.safetensors")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1
