@@ -12,6 +12,8 @@ import json
 import math
 import os
 import pickle
+import signal
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -218,8 +220,12 @@ class Trainer:
         last_snap, s0 = time.time(), self.train_s
         gen = torch.Generator().manual_seed(cfg.seed + self.step + 7919 * self.rank)
         acc = {"loss": 0.0, "bpp": 0.0, "psnr_yuv": 0.0, "n": 0}
+        # SIGTERM (kill, a scheduler's pre-emption) ends the run at the next step boundary, checkpointed.
+        self.interrupted = False
+        on_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, self._stop) if on_main else None
         for rgb in self._batches():
-            if self.step >= cfg.steps:
+            if self.step >= cfg.steps or self.interrupted:
                 break
             for g in self.opt.param_groups:
                 g["lr"] = lr_at(self.step, cfg)
@@ -232,6 +238,8 @@ class Trainer:
             out = {k: (v.float() if torch.is_tensor(v) else v) for k, v in out.items()}
             parts = rd_loss(model, out, y, uv, q)
             loss = parts["loss"]
+            if "aux_loss" in out:  # a model option's own training term (e.g. a feature loss)
+                loss = loss + out["aux_loss"]
             if self.extra_loss is not None:
                 extra, _ = self.extra_loss(out, y, uv, q)
                 loss = loss + extra
@@ -270,11 +278,16 @@ class Trainer:
                 last_ckpt = time.time()
         bar.close()
         logf.close()
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
         self.save()
         if cfg.snapshot_every_s:
             self.snapshot()
         model.eval()
         return metrics
+
+    def _stop(self, signum, frame) -> None:
+        self.interrupted = True
 
     def snapshot(self) -> Path | None:
         """Keep the current weights as RUN_DIR/snapshots/step-N.safetensors with the step and the training

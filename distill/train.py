@@ -47,7 +47,8 @@ def distill(student_name: str, teacher_weights: str | Path | None, run_dir: str 
     summary = {"student": student_name, "profile": profile, "steps": trainer.step, "resumed": resumed,
                "kd": asdict(kd) if distiller else None, "teacher": str(teacher_weights) if distiller else None,
                "train_metrics": metrics}
-    if dist_info()[0] == 0:
+    summary["interrupted"] = trainer.interrupted
+    if dist_info()[0] == 0 and not trainer.interrupted:
         out = Path(out) if out else Path(run_dir) / f"{student_name}.safetensors"
         export_trained(student, run_dir, out, trainer.step, train_s=round(trainer.train_s, 1))
         plot_log(run_dir)

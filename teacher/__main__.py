@@ -77,6 +77,9 @@ def _train(a) -> int:
     elif a.profile == "full" and not a.init and continue_from(trainer, shipped_weights("teacher")):
         print(f"continuing the shipped teacher from step {trainer.step}", file=sys.stderr)
     metrics = trainer.train(progress=not a.quiet)
+    if trainer.interrupted:
+        print(f"stopped at step {trainer.step}; checkpoint saved in {run_dir} (run again to resume)")
+        return 0
     out = Path(a.out) if a.out else (shipped_weights("teacher") if a.profile == "full"
                                      else run_dir / "teacher.safetensors")
     export_trained(model, run_dir, out, trainer.step, train_s=round(trainer.train_s, 1))
