@@ -61,5 +61,5 @@ def reconstruct(model, image: np.ndarray, quality: int) -> np.ndarray:
     h, w = image.shape[:2]
     y, uv = pad_planes(to_tensor(image), model.cfg.multiple)
     st = model.encode_latents(y, uv, quality)
-    y_rec, uv_rec = model.synthesize(st["y_hat"], st["uv_hat"])
+    y_rec, uv_rec = model.synthesize(st["y_hat"], st["uv_hat"], st["mean"])
     return to_uint8(yuv420_to_rgb(*crop_planes(y_rec, uv_rec, h, w)))

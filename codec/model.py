@@ -10,6 +10,10 @@ A model is a set of transforms (given by teacher/ or student/) plugged into ``YU
     fusion_y / _uv               prediction fusion of hyper and context features -> mean mu
     synthesis_y / _uv            latents -> luma, and chroma conditioned on luma features (ICCI)
 
+Options spelled in the model name (``student-2k+hda``, see codec.modules) add hook modules around these
+(pre/post analysis, pre synthesis, post-filter, global context, training-time rounding); a model without
+options has none of them, so its behaviour, bitstreams, state-dict keys and export are unchanged.
+
 Entropy path (JPEG AI's deterministic split): z is coded with a factorized prior; each latent element is
 coded as the zero-mean residual r = round(y*g - mu*g) with the Gaussian table picked by its integer scale
 index (g: the rate point's gain vector); elements whose index is below ``skip_index`` are not coded
@@ -31,6 +35,8 @@ from .bitstream import Bitstream, BitstreamError
 from .entropy import CdfTables, decode_symbols, encode_symbols, estimated_bits
 from .intnet import INPUT_MAX, INPUT_MIN, ste_round
 
+FEATURE_LOSS_WEIGHT = 1.0   # seed 001 trains its feature enhancement loss with lambda_f = 1 (its Eq. 17)
+
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
 LOG_STEP = math.log(SCALE_MAX / SCALE_MIN) / (SCALE_LEVELS - 1)
 
@@ -44,6 +50,13 @@ MODULE_ROLES = {
     "synthesis_y": ("decoder",), "synthesis_uv": ("decoder",),
     "entropy_bottleneck": (), "gaussian_conditional": (),
 }
+TRANSFORMS = tuple(k for k, sides in MODULE_ROLES.items() if sides)
+# Hooks that options add (codec.modules); absent from a model without options.
+HOOK_ROLES = {
+    "pre_analysis": ("encoder",), "post_analysis": ("encoder",), "global_context": ("encoder", "decoder"),
+    "pre_synthesis": ("decoder",), "post_filter": ("decoder",), "qecm": (),
+}
+MODULE_ROLES.update(HOOK_ROLES)
 
 
 def fp32_region(t: torch.Tensor):
@@ -52,6 +65,10 @@ def fp32_region(t: torch.Tensor):
     if t.device.type in ("cpu", "cuda"):
         return torch.autocast(t.device.type, enabled=False)
     return contextlib.nullcontext()
+
+
+def _shifted(mean: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
+    return mean if offset is None else mean + offset
 
 
 def make_scale_table() -> list[float]:
@@ -94,15 +111,20 @@ class EntropyConfig:
 class YUVCodec(CompressionModel):
     """A variable-rate YUV 4:2:0 learned codec with a deterministic integer entropy path."""
 
-    def __init__(self, transforms: dict[str, nn.Module], cfg: EntropyConfig, name: str = "model"):
+    def __init__(self, transforms: dict[str, nn.Module], cfg: EntropyConfig, name: str = "model",
+                 options: tuple[str, ...] = ()):
         super().__init__()
+        from .modules import build
+
         self.name, self.cfg = name, cfg
-        for key in MODULE_ROLES:
-            if key in ("entropy_bottleneck", "gaussian_conditional"):
-                continue
+        hooks, entropy = build(transforms, cfg, options)
+        self.options = tuple(options)
+        for key in TRANSFORMS:
             setattr(self, key, transforms[key])
         self.entropy_bottleneck = EntropyBottleneck(cfg.z_channels)
-        self.gaussian_conditional = GaussianConditional(make_scale_table())
+        self.gaussian_conditional = entropy or GaussianConditional(make_scale_table())
+        for key in HOOK_ROLES:
+            setattr(self, key, hooks.get(key))
         m = cfg.y_channels + cfg.uv_channels
         q = len(cfg.lambdas)
         # Gain vectors in scale-index steps: gain = exp(LOG_STEP * round(steps)), so a gain shifts the
@@ -128,8 +150,8 @@ class YUVCodec(CompressionModel):
         """Training/profiling pass: noisy rates, straight-through reconstructions and side outputs."""
         if isinstance(q, int):
             q = torch.full((y_plane.shape[0],), q, dtype=torch.long, device=y_plane.device)
-        ly, luv = self.analysis_y(y_plane), self.analysis_uv(uv_plane)
-        latent = torch.cat((ly, luv), 1)
+        latent = self._analyse(y_plane, uv_plane)
+        ly, luv = self._split(latent)
         z = self.hyper_analysis(latent)
         with fp32_region(z):  # entropy models stay in fp32 under bf16
             z = z.float()
@@ -146,25 +168,51 @@ class YUVCodec(CompressionModel):
         g_y, g_uv = self._split(gain)
         s_y, s_uv = self._split(scale)
         k_y, k_uv = self._split(skip)
+        o_y, o_uv = self._mean_offsets(z_hat)
 
         hy = self.hyper_decoder_y(z_hat)
         noisy_y = ly + (torch.rand_like(ly) - 0.5) / g_y if self.training else ly
-        mu_y = self.fusion_y(hy, self.context_y(noisy_y * anchor) * (1 - anchor))
+        mu_y = _shifted(self.fusion_y(hy, self.context_y(noisy_y * anchor) * (1 - anchor)), o_y)
         yh, lik_y = self._quantize(ly, mu_y, g_y, s_y, k_y)
 
         hu = self.hyper_decoder_uv(z_hat)
         noisy_uv = luv + (torch.rand_like(luv) - 0.5) / g_uv if self.training else luv
-        mu_uv = self.fusion_uv(hu, self.context_uv(noisy_uv * anchor) * (1 - anchor), yh)
+        mu_uv = _shifted(self.fusion_uv(hu, self.context_uv(noisy_uv * anchor) * (1 - anchor), yh), o_uv)
         uvh, lik_uv = self._quantize(luv, mu_uv, g_uv, s_uv, k_uv)
 
-        y_rec, luma_feat = self.synthesis_y(yh)
-        uv_rec = self.synthesis_uv(uvh, luma_feat)
-        return {
+        latent_hat, mean = torch.cat((yh, uvh), 1), torch.cat((mu_y, mu_uv), 1)
+        refined = self.pre_synthesis(latent_hat, mean) if self.pre_synthesis is not None else latent_hat
+        y_rec, uv_rec = self._synthesize(*self._split(refined), mean)
+        out = {
             "y": y_rec, "uv": uv_rec,
             "likelihoods": {"z": z_lik, "y": lik_y, "uv": lik_uv},
-            "latent": latent, "latent_hat": torch.cat((yh, uvh), 1),
-            "mean": torch.cat((mu_y, mu_uv), 1), "scale_index": index,
+            "latent": latent, "latent_hat": latent_hat, "mean": mean, "scale_index": index,
         }
+        if "fenm" in self.options:  # seed 001's feature loss, in quantisation steps of each element
+            out["aux_loss"] = FEATURE_LOSS_WEIGHT * (((refined - latent) * gain) ** 2).mean()
+        return out
+
+    def _analyse(self, y_plane, uv_plane):
+        """Both analysis transforms (with the encoder-side option hooks) -> the concatenated latent."""
+        if self.pre_analysis is not None:
+            y_plane = self.pre_analysis(y_plane)
+        latent = torch.cat((self.analysis_y(y_plane), self.analysis_uv(uv_plane)), 1)
+        return self.post_analysis(latent) if self.post_analysis is not None else latent
+
+    def _mean_offsets(self, z_hat):
+        """Per-channel (Y, UV) offsets of the predicted means from the global context, or (None, None)."""
+        if self.global_context is None:
+            return None, None
+        return self._split(self.global_context(z_hat))
+
+    def _synthesize(self, yh, uvh, mean=None):
+        """Decoded latents (already refined) -> planes, then the post-filter if there is one. Calls the
+        children directly (not through Synthesis), so that the profiler attributes their MACs to them."""
+        y, luma_feat = self.synthesis_y(yh)
+        uv = self.synthesis_uv(uvh, luma_feat)
+        if self.post_filter is not None:
+            y, uv = self.post_filter(y, uv, mean)
+        return y, uv
 
     def _quantize(self, lat, mu, gain, scale, skip):
         """Gained residual quantisation: (y_hat, likelihoods) with skip applied."""
@@ -172,13 +220,15 @@ class YUVCodec(CompressionModel):
         with fp32_region(yg):
             _, lik = self.gaussian_conditional(yg, scale, means=mug)
         lik = torch.where(skip, torch.ones_like(lik), lik)
-        r = torch.where(skip, torch.zeros_like(yg), ste_round(yg - mug))
+        rounding = self.qecm if self.qecm is not None and self.training else ste_round
+        r = torch.where(skip, torch.zeros_like(yg), rounding(yg - mug))
         return (r + mug) / gain, lik
 
     # ---- the coding path (shared by encoder and decoder) ----------------------------------------
     def _reconstruct(self, z_hat, gain, skip, residual_fn):
         """Run the two checkerboard passes for Y then UV; ``residual_fn(branch, mu_gained)`` supplies
-        the integer residuals (computed by the encoder, read from the bitstream by the decoder)."""
+        the integer residuals (computed by the encoder, read from the bitstream by the decoder).
+        Returns (residuals, y_hat, uv_hat, predicted mean)."""
         h, w = z_hat.shape[-2] * 4, z_hat.shape[-1] * 4
         anchor = checkerboard(h, w, device=z_hat.device)
         g_y, g_uv = self._split(gain)
@@ -196,19 +246,20 @@ class YUVCodec(CompressionModel):
             out[:, :, where] = packed
             return out
 
-        def two_pass(branch, hyper, ctx_model, fusion, g, k, *extra):
+        def two_pass(branch, hyper, ctx_model, fusion, g, k, offset, *extra):
             zeros = torch.zeros(hyper.shape[0], ctx_model.out_channels, h, w, device=hyper.device)
-            mug_a = fuse(fusion, is_anchor, hyper, zeros, *extra) * g * anchor
+            mug_a = _shifted(fuse(fusion, is_anchor, hyper, zeros, *extra), offset) * g * anchor
             r_a = torch.where(k, torch.zeros_like(mug_a), residual_fn(branch, mug_a)) * anchor
             ctx = ctx_model((r_a + mug_a) / g * anchor) * (1 - anchor)
-            mug = torch.where(is_anchor, mug_a, fuse(fusion, ~is_anchor, hyper, ctx, *extra) * g)
+            mug = torch.where(is_anchor, mug_a, _shifted(fuse(fusion, ~is_anchor, hyper, ctx, *extra), offset) * g)
             r = torch.where(k, torch.zeros_like(mug), residual_fn(branch, mug))
-            return r, (r + mug) / g
+            return r, (r + mug) / g, mug / g
 
-        r_y, yh = two_pass("y", self.hyper_decoder_y(z_hat), self.context_y, self.fusion_y, g_y, k_y)
-        r_uv, uvh = two_pass("uv", self.hyper_decoder_uv(z_hat), self.context_uv, self.fusion_uv,
-                             g_uv, k_uv, yh)
-        return torch.cat((r_y, r_uv), 1), yh, uvh
+        o_y, o_uv = self._mean_offsets(z_hat)
+        r_y, yh, mu_y = two_pass("y", self.hyper_decoder_y(z_hat), self.context_y, self.fusion_y, g_y, k_y, o_y)
+        r_uv, uvh, mu_uv = two_pass("uv", self.hyper_decoder_uv(z_hat), self.context_uv, self.fusion_uv,
+                                    g_uv, k_uv, o_uv, yh)
+        return torch.cat((r_y, r_uv), 1), yh, uvh, torch.cat((mu_y, mu_uv), 1)
 
     def _z_symbols_offset(self) -> torch.Tensor:
         """Integer shift that centres z on the entropy bottleneck's table (round of the medians)."""
@@ -224,19 +275,22 @@ class YUVCodec(CompressionModel):
     @torch.no_grad()
     def encode_latents(self, y_plane, uv_plane, q: int) -> dict:
         """Encoder side without entropy coding: integers to code, reconstruction and estimated bits."""
-        ly, luv = self.analysis_y(y_plane), self.analysis_uv(uv_plane)
-        latent = torch.cat((ly, luv), 1)
+        latent = self._analyse(y_plane, uv_plane)
+        ly, luv = self._split(latent)
         z_int = torch.clamp(torch.round(self.hyper_analysis(latent)), INPUT_MIN, INPUT_MAX)
         index, skip, gain = self._index(z_int, q)
         target = {"y": ly * gain[:, : self.cfg.y_channels], "uv": luv * gain[:, self.cfg.y_channels:]}
-        r, yh, uvh = self._reconstruct(z_int, gain, skip, lambda b, mug: torch.round(target[b] - mug))
+        r, yh, uvh, mean = self._reconstruct(z_int, gain, skip, lambda b, mug: torch.round(target[b] - mug))
         return {"z": z_int.long(), "residual": r.long(), "index": index, "skip": skip,
-                "y_hat": yh, "uv_hat": uvh}
+                "y_hat": yh, "uv_hat": uvh, "mean": mean}
 
     @torch.no_grad()
-    def synthesize(self, yh: torch.Tensor, uvh: torch.Tensor):
-        """Latents -> (luma, chroma) planes."""
-        return Synthesis(self)(yh, uvh)
+    def synthesize(self, yh: torch.Tensor, uvh: torch.Tensor, mean: torch.Tensor | None = None):
+        """Latents -> (luma, chroma) planes; ``mean`` (the predicted mean of both latents) feeds the
+        option modules that take it as side information."""
+        if self.pre_synthesis is not None:
+            yh, uvh = self._split(self.pre_synthesis(torch.cat((yh, uvh), 1), mean))
+        return self._synthesize(yh, uvh, mean)
 
     @torch.no_grad()
     def compress_planes(self, y_plane, uv_plane, q: int) -> tuple[list[bytes], dict]:
@@ -268,8 +322,8 @@ class YUVCodec(CompressionModel):
         residual[~skip] = decode_symbols(streams[1], index[~skip], CdfTables(self.gaussian_conditional))
         r_y, r_uv = self._split(residual.float())
         decoded = {"y": r_y, "uv": r_uv}
-        _, yh, uvh = self._reconstruct(z_int, gain, skip, lambda branch, mug: decoded[branch])
-        return self.synthesize(yh, uvh), {"residual": residual, "index": index}
+        _, yh, uvh, mean = self._reconstruct(z_int, gain, skip, lambda branch, mug: decoded[branch])
+        return self.synthesize(yh, uvh, mean), {"residual": residual, "index": index}
 
     @torch.no_grad()
     def estimate_bits(self, st: dict) -> float:

@@ -2,6 +2,9 @@
 
 Model packages register builders with ``@register("name")``; ``create_model("name")`` builds one.
 The packages are imported on first use, so the core never names their internals.
+
+A name may add options (the seed papers' modules, codec.modules) after the preset: ``BASE+OPT+OPT``,
+e.g. ``student-2k+hda+gmm``. Builders receive the option tuple; the model's ``name`` is the full name.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ _MODEL_PACKAGES = ("teacher", "student")
 
 
 def register(name: str):
-    """Decorator: register a zero-argument builder that returns a YUVCodec under ``name``."""
+    """Decorator: register a builder ``fn(options: tuple[str, ...] = ()) -> YUVCodec`` under ``name``."""
     def wrap(fn):
         if name in _BUILDERS:
             raise ValueError(f"model preset {name!r} registered twice")
@@ -32,16 +35,31 @@ def _load_packages() -> None:
 
 
 def list_models() -> list[str]:
-    """Names of every registered preset."""
+    """Names of every registered preset (without options)."""
     _load_packages()
     return sorted(_BUILDERS)
 
 
+def list_options() -> dict[str, str]:
+    """Every option a model name may add (``BASE+OPT``), with what it is."""
+    from .modules import OPTIONS
+    return {name: opt.title for name, opt in OPTIONS.items()}
+
+
+def split_name(name: str) -> tuple[str, tuple[str, ...]]:
+    """``"student-2k+hda+gmm"`` -> ("student-2k", ("hda", "gmm")); checks the options (KeyError names
+    the known ones)."""
+    from .modules import check_options
+    base, *options = name.split("+")
+    return base, check_options(options)
+
+
 def create_model(name: str):
-    """Build the preset ``name`` with freshly initialised weights."""
+    """Build the preset ``name`` (``BASE`` or ``BASE+OPT+...``) with freshly initialised weights."""
     _load_packages()
-    if name not in _BUILDERS:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(_BUILDERS))}")
-    model = _BUILDERS[name]()
+    base, options = split_name(name)
+    if base not in _BUILDERS:
+        raise KeyError(f"unknown model {base!r}; known: {', '.join(sorted(_BUILDERS))}")
+    model = _BUILDERS[base](options)
     model.name = name
     return model

@@ -5,7 +5,7 @@ Each stage is a PixelUnshuffle/PixelShuffle resampler with a 1x1 conv, plus dept
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -43,6 +43,7 @@ class StudentConfig:
     fusion: int = 96
     scale_hidden: int = 32
     icci: int = 8
+    options: tuple[str, ...] = ()   # seed-paper modules (codec.modules), spelled in the name: student-2k+hda
 
 
 def _ladder_down(cin: int, widths, blocks, m: int, c: StudentConfig) -> nn.Sequential:
@@ -107,7 +108,7 @@ def build_student(c: StudentConfig) -> YUVCodec:
         "synthesis_y": StudentSynthesisY(c),
         "synthesis_uv": StudentSynthesisUV(c),
     }
-    return YUVCodec(t, EntropyConfig(y_channels=c.m_y, uv_channels=c.m_uv, z_channels=c.z))
+    return YUVCodec(t, EntropyConfig(y_channels=c.m_y, uv_channels=c.m_uv, z_channels=c.z), options=c.options)
 
 
 PRESETS = {
@@ -122,4 +123,4 @@ PRESETS = {
 }
 
 for _name, _cfg in PRESETS.items():
-    register(_name)(lambda _cfg=_cfg: build_student(_cfg))
+    register(_name)(lambda options=(), _cfg=_cfg: build_student(replace(_cfg, options=tuple(options))))

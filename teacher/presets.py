@@ -32,6 +32,7 @@ class TeacherConfig:
     ctx: int = 256          # context feature channels (Y); UV uses half
     fusion: int = 320       # prediction fusion width
     scale_hidden: int = 96  # integer scale decoder width
+    options: tuple[str, ...] = ()   # seed-paper modules (codec.modules), spelled in the name: teacher+hda
 
 
 def _analysis(cin: int, n: int, m: int, stages: int) -> nn.Sequential:
@@ -96,10 +97,10 @@ def build_teacher(c: TeacherConfig) -> YUVCodec:
         "synthesis_uv": SynthesisUV(c.m_uv, c.n_uv, c.n_y),
     }
     cfg = EntropyConfig(y_channels=c.m_y, uv_channels=c.m_uv, z_channels=c.z)
-    return YUVCodec(transforms, cfg)
+    return YUVCodec(transforms, cfg, options=c.options)
 
 
 @register("teacher")
-def teacher() -> YUVCodec:
+def teacher(options: tuple[str, ...] = ()) -> YUVCodec:
     """The VMuC-style teacher at about 69 kMAC/px decode."""
-    return build_teacher(TeacherConfig())
+    return build_teacher(TeacherConfig(options=tuple(options)))
