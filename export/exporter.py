@@ -40,6 +40,9 @@ def export_model(model, out: str | Path, int8: bool = False, calib: int = 16, or
 
     ``int8``: also INT8 copies of the decoder networks, calibrated on ``calib`` training crops;
     ``encoder``: also the encoder-side networks (analysis, hyper analysis)."""
+    if getattr(model, "options", ()):
+        raise ValueError(f"cannot export {model.name}: export/ builds only the base networks, not the "
+                         f"option modules {'+'.join(model.options)} (codec.modules)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     specs = {k: v for k, v in build_specs(model.eval()).items() if encoder or k in DECODER_NETS}

@@ -21,7 +21,10 @@ LABELS = {
     "hyper_decoder_y": "hyper decoder Y", "hyper_decoder_uv": "hyper decoder UV",
     "scale_decoder": "integer scale decoder", "context_y": "context model Y",
     "context_uv": "context model UV", "fusion_y": "prediction fusion Y", "fusion_uv": "prediction fusion UV",
-    "synthesis_y": "synthesis Y", "synthesis_uv": "synthesis UV", "post_filter": "post-filter",
+    "synthesis_y": "synthesis Y", "synthesis_uv": "synthesis UV", "post_filter": "post-filter (option)",
+    "pre_analysis": "pre-analysis (option)", "post_analysis": "post-analysis (option)",
+    "pre_synthesis": "pre-synthesis (option)", "global_context": "global context (option)",
+    "qecm": "training-time rounding (option)",
     "entropy_bottleneck": "entropy bottleneck", "gaussian_conditional": "gaussian conditional",
     "g_a": "analysis g_a", "h_a": "hyper analysis h_a", "g_s": "synthesis g_s", "h_s": "hyper synthesis h_s",
     "context_prediction": "context model (masked)", "entropy_parameters": "entropy parameters",
@@ -85,10 +88,13 @@ def _ours(spec: str) -> nn.Module:
         except WeightsError as e:
             raise ProfilingError(str(e)) from None
     known = list_models()
-    if spec not in known:
-        raise ProfilingError(f"unknown model {spec!r}; use a preset ({', '.join(known)}), "
-                             "a .safetensors checkpoint or compressai:NAME:QUALITY")
-    return create_model(spec)
+    if spec.split("+")[0] not in known:
+        raise ProfilingError(f"unknown model {spec!r}; use a preset ({', '.join(known)}) with any options "
+                             "(PRESET+OPT+...), a .safetensors checkpoint or compressai:NAME:QUALITY")
+    try:
+        return create_model(spec)
+    except (KeyError, ValueError) as e:
+        raise ProfilingError(str(e.args[0])) from None
 
 
 def resolve(model_or_spec) -> Target:
