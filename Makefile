@@ -9,7 +9,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 PROFILE ?= quick
 STUDENT ?= student-2k
 
-.PHONY: venv data test distill report bench train-bench install-codecs train-full curve clean
+.PHONY: venv data test distill report bench ablation train-bench install-codecs train-full curve clean
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -33,6 +33,10 @@ report: venv
 
 bench: venv data
 	$(PYTHON) -m benchmarks rd
+
+# The seed papers' modules on student-2k, each fine-tuned as long as its baseline (~40 min on 2 cores).
+ablation: venv data
+	$(PYTHON) -m benchmarks ablation
 
 # Classical codec tools for `make bench` (Debian packages; the benchmark skips the missing ones).
 install-codecs:

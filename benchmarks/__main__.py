@@ -91,6 +91,15 @@ def cmd_train_speed(args) -> None:
     print((Path(args.out) / "train_speed.md").read_text())
 
 
+def cmd_ablation(args) -> None:
+    """Train and measure the seed papers' modules; write results/ablation.{md,json}."""
+    from .ablation import run
+    modules = [m.strip() for m in args.modules.split(",") if m.strip()] if args.modules else None
+    run(args.base, modules, args.steps, args.images, args.init, args.out, args.data, threads=args.threads,
+        progress=not args.quiet)
+    print((Path(args.out) / "ablation.md").read_text())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark command line; return the exit status."""
     parser = _Parser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
@@ -115,11 +124,22 @@ def main(argv: list[str] | None = None) -> int:
     ts.add_argument("--out", default="results")
     rep = sub.add_parser("report", help="rebuild tables and plots from results/rd.json")
     rep.add_argument("--out", default="results", help="results folder (default: results)")
+    ab = sub.add_parser("ablation", help="train and measure the seed papers' modules (results/ablation.md)")
+    ab.add_argument("--base", default="student-2k", help="preset the modules are added to (default: student-2k)")
+    ab.add_argument("--modules", default=None, help="comma-separated options (default: all; see codec.modules)")
+    ab.add_argument("--steps", type=int, default=400, help="fine-tuning steps of every variant (default: 400)")
+    ab.add_argument("--images", type=int, default=None, help="use only the first N evaluation images")
+    ab.add_argument("--init", default="auto", help="starting weights (default: the base's shipped weights; none: fresh)")
+    ab.add_argument("--data", default=None, help="evaluation image folder (default: data/eval)")
+    ab.add_argument("--threads", type=int, default=1, help="torch threads for training (default: 1)")
+    ab.add_argument("--out", default="results", help="results folder (default: results)")
+    ab.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     args.argv = argv
     try:
-        {"rd": cmd_rd, "report": cmd_report, "train-speed": cmd_train_speed}[args.command](args)
-    except (ImageError, ValueError, CodecError, OSError) as exc:
+        {"rd": cmd_rd, "report": cmd_report, "train-speed": cmd_train_speed,
+         "ablation": cmd_ablation}[args.command](args)
+    except (ImageError, ValueError, RuntimeError, CodecError, OSError) as exc:
         from codec.cli_util import fail
         return fail(exc)
     except KeyboardInterrupt:
