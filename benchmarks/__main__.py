@@ -25,7 +25,7 @@ def _weights(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, path = pair.partition("=")
         if not sep or not name or not path:
-            raise ValueError(f"--weights wants NAME=PATH, got {pair!r}")
+            raise ValueError(f"--weights and --int8 want NAME=PATH, got {pair!r}")
         out[name] = path
     return out
 
@@ -51,7 +51,7 @@ def _run_and_write(args) -> None:
         raise ValueError("--images must be at least 1")
     images = eval_images(args.data)[: args.images]
     names = [n.strip() for n in args.codecs.split(",") if n.strip()] if args.codecs else None
-    codecs, skipped = select_codecs(names, _weights(args.weights))
+    codecs, skipped = select_codecs(names, _weights(args.weights), _weights(args.int8), onnx=not args.no_onnx)
     for name, why in skipped.items():
         print(f"skipped {name}: {why}", file=sys.stderr)
     print(f"running {', '.join(c.name for c in codecs)} on {len(images)} images", file=sys.stderr)
@@ -65,6 +65,7 @@ def _run_and_write(args) -> None:
             "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
             "seconds": round(time.monotonic() - start, 1), "skipped": skipped,
             "codecs": {c.name: {"kind": c.kind, "chroma": c.chroma, "settings": c.settings,
+                                "decoder": getattr(c, "decoder", ""),
                                 "version": c.version(), "qualities": list(c.qualities),
                                 "kmac_px": c.decoder_kmac() if c.kind == "learned" else None}
                        for c in codecs if c.name not in failed}}
@@ -112,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     rd.add_argument("--images", type=int, default=None, help="use only the first N images")
     rd.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
                     help="also benchmark a model from a .safetensors file (repeatable)")
+    rd.add_argument("--int8", action="append", default=[], metavar="NAME=MODEL",
+                    help="also a model (preset or .safetensors) decoded by its ONNX INT8 export (repeatable)")
+    rd.add_argument("--no-onnx", action="store_true", help="do not time the ONNX FP32 decoder of our models")
     rd.add_argument("--out", default="results", help="results folder (default: results)")
     rd.add_argument("--quiet", action="store_true", help="no progress bar")
     ts = sub.add_parser("train-speed", help="training steps/s per model: fp32 vs bf16 vs channels_last")

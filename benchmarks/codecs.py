@@ -270,24 +270,35 @@ def classical_codecs() -> dict[str, Codec]:
 
 
 class LearnedCodec(Codec):
-    """One of our models (a registry preset, or a .safetensors file) behind the Codec interface."""
+    """One of our models (a registry preset, or a .safetensors file) behind the Codec interface, decoded
+    by torch; with ``onnx`` its FP32 ONNX export's decoder (export/, torch-free) is timed too."""
 
     kind = "learned"
     chroma = "4:2:0"
+    decoder = "torch"
 
-    def __init__(self, name: str, weights: str | Path | None = None):
+    def __init__(self, name: str, weights: str | Path | None = None, onnx: bool = False):
         self.name, self.weights, self.model = name, weights, None
+        self.onnx, self.onnx_decoder = onnx, None
         self.qualities = []
         self.settings = f"codec.api encode_image/decode_image (torch), weights {weights or 'shipped'}"
 
     def available(self) -> tuple[bool, str]:
-        """Load the model; (False, reason) when it has no trained weights."""
+        """Load the model (and export it for the ONNX decoder); (False, reason) when it has no trained
+        weights. A model that does not export keeps its torch decoder and says why in its settings."""
         from codec.weights import WeightsError, load_model
         try:
             self.model = load_model(str(self.weights) if self.weights else self.name)
         except WeightsError as e:
             return False, str(e)
         self.qualities = list(range(self.model.num_qualities))
+        if self.onnx:
+            from .onnx_codecs import onnx_decoder
+            try:
+                self.onnx_decoder = onnx_decoder(self.model, int8=False)
+                self.settings += "; also the ONNX FP32 decoder (export.runtime, 1 thread)"
+            except (ValueError, RuntimeError, OSError) as e:
+                self.settings += f"; no ONNX decoder: {str(e).splitlines()[0]}"
         return True, ""
 
     def version(self) -> str:
@@ -311,6 +322,10 @@ class LearnedCodec(Codec):
         with torch.inference_mode():
             return decode_image(self.model, Path(path).read_bytes())
 
+    def decode_onnx(self, path) -> np.ndarray:
+        """Decode with the exported ONNX FP32 networks (``available`` must have built the decoder)."""
+        return self.onnx_decoder.decode(Path(path).read_bytes()).rgb
+
     def decoder_kmac(self) -> float | None:
         """Decoder kMAC per pixel from the profiling package, or None when it cannot say."""
         try:
@@ -321,14 +336,19 @@ class LearnedCodec(Codec):
             return None
 
 
-def learned_codecs(extra: dict[str, str] | None = None) -> list[LearnedCodec]:
-    """Every registry preset, every other weight file in weights/ (pruned models...), and extra
-    NAME -> weights path pairs."""
+def learned_codecs(extra: dict[str, str] | None = None, int8: dict[str, str] | None = None,
+                   onnx: bool = False) -> list[LearnedCodec]:
+    """Every registry preset, every other weight file in weights/ (pruned models...), extra NAME ->
+    weights pairs, and INT8 codecs NAME -> model (preset or weights) decoded by the ONNX INT8 decoder;
+    ``onnx``: also time the ONNX FP32 decoder of the torch-decoded models."""
     from codec.registry import list_models
     from codec.weights import WEIGHTS_DIR
+
+    from .onnx_codecs import OnnxInt8Codec
     presets = list_models()
-    out = [LearnedCodec(n) for n in presets]
+    out = [LearnedCodec(n, onnx=onnx) for n in presets]
     others = sorted(WEIGHTS_DIR.glob("*.safetensors")) if WEIGHTS_DIR.is_dir() else []
-    out += [LearnedCodec(p.stem, p) for p in others if p.stem not in presets]
-    out += [LearnedCodec(n, p) for n, p in (extra or {}).items()]
+    out += [LearnedCodec(p.stem, p, onnx=onnx) for p in others if p.stem not in presets]
+    out += [LearnedCodec(n, p, onnx=onnx) for n, p in (extra or {}).items()]
+    out += [OnnxInt8Codec(n, spec) for n, spec in (int8 or {}).items()]
     return out

@@ -21,7 +21,7 @@ from codec.metrics import ms_ssim_rgb, psnr_rgb, psnr_yuv
 from .codecs import Codec, CodecError, classical_codecs, learned_codecs
 
 FIELDS = ["image", "codec", "quality", "bytes", "bpp", "psnr_rgb", "psnr_yuv", "ms_ssim", "decode_s",
-          "decode_cpu_s"]
+          "decode_cpu_s", "decode_onnx_s", "decode_onnx_cpu_s"]
 ANCHORS = ("jpeg", "hevc")
 
 
@@ -31,14 +31,16 @@ def bits_per_pixel(nbytes: int, height: int, width: int) -> float:
 
 
 def select_codecs(names: list[str] | None = None, weights: dict[str, str] | None = None,
-                  ) -> tuple[list[Codec], dict[str, str]]:
+                  int8: dict[str, str] | None = None, onnx: bool = False) -> tuple[list[Codec], dict[str, str]]:
     """Pick codecs by name (default: every classical codec and every model) and check them.
 
+    ``weights``: extra models NAME -> weights file; ``int8``: INT8 codecs NAME -> model decoded by the
+    ONNX INT8 decoder; ``onnx``: also time the ONNX FP32 decoder of our torch-decoded models.
     The anchors 'jpeg' and 'hevc' are always added. Returns (usable codecs, {skipped name: reason});
     raises ValueError for an unknown name.
     """
     pool: dict[str, Codec] = classical_codecs()
-    pool.update({c.name: c for c in learned_codecs(weights)})
+    pool.update({c.name: c for c in learned_codecs(weights, int8, onnx)})
     if names:
         unknown = [n for n in names if n not in pool]
         if unknown:
@@ -69,21 +71,30 @@ def _cpu_seconds() -> float:
     return own + ru.ru_utime + ru.ru_stime
 
 
+def _timed(fn, *args):
+    """(result, wall seconds, CPU seconds) of ``fn(*args)``."""
+    start, cpu = time.perf_counter(), _cpu_seconds()
+    out = fn(*args)
+    return out, time.perf_counter() - start, _cpu_seconds() - cpu
+
+
 def measure(codec: Codec, rgb: np.ndarray, q, image: str) -> dict:
-    """Encode, decode (timed) and score one image at one setting; return one result row."""
+    """Encode, decode (timed) and score one image at one setting; return one result row. Our models with
+    an ONNX decoder attached (``codec.onnx``) also get that decoder's times (decode_onnx_s, _cpu_s)."""
+    onnx = {}
     with tempfile.TemporaryDirectory(prefix="bench-") as wd:
         path = codec.encode(rgb, q, Path(wd))
         nbytes = path.stat().st_size
-        start, cpu = time.perf_counter(), _cpu_seconds()
-        rec = codec.decode(path, Path(wd))
-        decode_s, decode_cpu_s = time.perf_counter() - start, _cpu_seconds() - cpu
+        rec, decode_s, decode_cpu_s = _timed(codec.decode, path, Path(wd))
+        if getattr(codec, "onnx", False) and codec.onnx_decoder is not None:
+            _, onnx["decode_onnx_s"], onnx["decode_onnx_cpu_s"] = _timed(codec.decode_onnx, path)
     if rec.shape != rgb.shape:
         raise CodecError(f"{codec.name} decoded {image} as {rec.shape}, expected {rgb.shape}")
     h, w = rgb.shape[:2]
     return {"image": image, "codec": codec.name, "quality": q, "bytes": nbytes,
             "bpp": bits_per_pixel(nbytes, h, w), "psnr_rgb": psnr_rgb(rgb, rec),
             "psnr_yuv": psnr_yuv(rgb, rec), "ms_ssim": ms_ssim_rgb(rgb, rec), "decode_s": decode_s,
-            "decode_cpu_s": decode_cpu_s}
+            "decode_cpu_s": decode_cpu_s, **onnx}
 
 
 def run_rd(images: list[Path], codecs: list[Codec], progress: bool = True,

@@ -71,6 +71,15 @@ def _cell(s: dict | None, n_total: int) -> str:
     return text if s["n_images"] == n_total else f"{text} ({s['n_images']}/{n_total})"
 
 
+def _ms(rows: list[dict], wall: str, cpu: str) -> str:
+    """Mean wall / CPU milliseconds of two timing fields, or '' when no row has them."""
+    timed = [r for r in rows if r.get(wall) not in (None, "")]
+    if not timed:
+        return ""
+    return (f"{1000 * np.mean([float(r[wall]) for r in timed]):.1f} / "
+            f"{1000 * np.mean([float(r[cpu]) for r in timed]):.1f}")
+
+
 def markdown(result: dict) -> str:
     """The Markdown report: one table per data set, then settings and skipped codecs."""
     meta, rows = result["meta"], result["rows"]
@@ -86,10 +95,13 @@ def markdown(result: dict) -> str:
         f"MS-SSIM enters as -10 log10(1 - MS-SSIM) dB. Rates are the bytes of the coded files "
         f"(bpp = bytes * 8 / (H * W)). Decode time: mean per image and setting, wall and CPU time of "
         f"the decoder, CLI tools timed as they run (process start, decoding, writing the picture), "
-        f"every decoder on one thread.", ""]
+        f"every decoder on one thread; our models also with the torch-free ONNX FP32 decoder of export/ "
+        f"(same bitstreams; `ONNX INT8` rows decode with the INT8 networks). CPU times leave out the rANS "
+        f"helper process of our decoders.", ""]
     for dname, images in datasets(rows).items():
         lines += [f"## {dname}", ""]
-        head = ["codec", "chroma", "kMAC/px", "decode ms (wall/CPU)", "bpp range"]
+        head = ["codec", "chroma", "kMAC/px", "decoder", "decode ms (wall/CPU)", "ONNX FP32 decode ms (wall/CPU)",
+                "bpp range"]
         for a in anchors:
             head += [f"vs {a} {label}" for label in METRICS.values()]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -99,9 +111,8 @@ def markdown(result: dict) -> str:
                 continue
             kmac = info.get(codec, {}).get("kmac_px")
             cells = [codec, info.get(codec, {}).get("chroma", ""),
-                     f"{kmac:.2f}" if kmac is not None else "",
-                     f"{1000 * np.mean([r['decode_s'] for r in sub]):.1f} / "
-                     f"{1000 * np.mean([r['decode_cpu_s'] for r in sub]):.1f}",
+                     f"{kmac:.2f}" if kmac is not None else "", info.get(codec, {}).get("decoder", ""),
+                     _ms(sub, "decode_s", "decode_cpu_s"), _ms(sub, "decode_onnx_s", "decode_onnx_cpu_s"),
                      f"{min(r['bpp'] for r in sub):.2f}-{max(r['bpp'] for r in sub):.2f}"]
             for a in anchors:
                 cells += [_cell(bd.get((dname, a, codec, m)), len(images)) for m in METRICS]

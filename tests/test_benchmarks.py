@@ -80,7 +80,7 @@ def test_pillow_jpeg_sweep_is_monotone_in_bytes(tmp_path):
 
 def test_missing_tool_is_skipped_with_a_reason(monkeypatch):
     monkeypatch.setattr(bcodecs.shutil, "which", lambda name: None)
-    monkeypatch.setattr(brd, "learned_codecs", lambda weights=None: [])
+    monkeypatch.setattr(brd, "learned_codecs", lambda *args, **kwargs: [])
     ok, reason = WebP().available()
     assert not ok and "cwebp" in reason and "apt-get install -y webp" in reason
     usable, skipped = select_codecs(["webp"])
@@ -92,7 +92,7 @@ def test_missing_tool_is_skipped_with_a_reason(monkeypatch):
 
 def test_cli_runs_end_to_end_and_reports_skips(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bcodecs.shutil, "which", lambda name: None)
-    monkeypatch.setattr(brd, "learned_codecs", lambda weights=None: [])
+    monkeypatch.setattr(brd, "learned_codecs", lambda *args, **kwargs: [])
     data, out = tmp_path / "data", tmp_path / "results"
     data.mkdir()
     for i in range(2):
@@ -114,3 +114,42 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["rd", "--data", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
+
+
+def test_pruned_and_int8_rows_with_torch_and_onnx_decode_times(tmp_path, monkeypatch):
+    """--weights runs a pruned model, --int8 the ONNX INT8 decoder on the same bitstreams; torch-decoded
+    models also get ONNX FP32 decode times; the table shows decoder, both times and kMAC/px."""
+    import json
+
+    import export.cache as export_cache
+    from codec.registry import create_model
+    from codec.weights import save_weights
+    from distill import prune as P
+
+    monkeypatch.setattr(bcodecs.shutil, "which", lambda name: None)
+    monkeypatch.setattr(export_cache, "CACHE", tmp_path / "cache")
+    model = create_model("student-1k").eval()
+    model.update(force=True)
+    plain = save_weights(model, tmp_path / "s.safetensors")
+    stream = next(s for s in P.find_streams(model) if len(s.units) >= 2)
+    P.apply_steps(model, [{"root": stream.root, "idxs": stream.units[0]}])
+    pruned = save_weights(model, tmp_path / "p.safetensors")
+    data, out = tmp_path / "data", tmp_path / "results"
+    data.mkdir()
+    for i in range(2):
+        Image.fromarray(_image(40, 56, seed=i)).save(data / f"img{i}.png")
+    assert main(["rd", "--data", str(data), "--codecs", "s,s-pruned,s-int8", "--weights", f"s={plain}",
+                 "--weights", f"s-pruned={pruned}", "--int8", f"s-int8={plain}", "--out", str(out),
+                 "--quiet"]) == 0
+    res = json.loads((out / "rd.json").read_text())
+    rows = {c: [r for r in res["rows"] if r["codec"] == c] for c in ("s", "s-pruned", "s-int8")}
+    assert all(len(v) == 2 * 6 for v in rows.values())
+    assert all(r["decode_onnx_s"] > 0 for r in rows["s"] + rows["s-pruned"])
+    assert all(r.get("decode_onnx_s") is None for r in rows["s-int8"])
+    assert [r["bytes"] for r in rows["s-int8"]] == [r["bytes"] for r in rows["s"]]    # the same bitstreams
+    info = res["meta"]["codecs"]
+    assert info["s-int8"]["decoder"] == "ONNX INT8" and info["s"]["decoder"] == "torch"
+    assert info["s-pruned"]["kmac_px"] < info["s"]["kmac_px"] == info["s-int8"]["kmac_px"]
+    md = (out / "rd.md").read_text()
+    assert "ONNX FP32 decode ms (wall/CPU)" in md and "| s-int8 | 4:2:0 |" in md and "ONNX INT8" in md
+    assert main(["rd", "--data", str(data), "--int8", "no-equals-sign", "--out", str(out)]) == 1
