@@ -9,7 +9,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 PROFILE ?= quick
 STUDENT ?= student-2k
 
-.PHONY: venv data test distill report bench ablation train-bench install-codecs train-full curve clean
+.PHONY: venv data test distill report bench deploy ablation train-bench install-codecs train-full curve clean
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -31,8 +31,26 @@ distill: venv data
 report: venv
 	$(PYTHON) -m profiling all --out reports
 
+# Our models also with the ONNX decoders: the student's INT8 export, and its pruned and QAT weights once
+# `make deploy` has made them.
+DEPLOY := runs/deploy
+PRUNED := $(DEPLOY)/$(STUDENT)-pruned.safetensors
+QAT := $(DEPLOY)/$(STUDENT)-qat.safetensors
 bench: venv data
-	$(PYTHON) -m benchmarks rd
+	$(PYTHON) -m benchmarks rd --int8 $(STUDENT)-int8=$(STUDENT) $(if $(wildcard $(PRUNED)),--weights \
+		$(STUDENT)-pruned=$(PRUNED)) $(if $(wildcard $(QAT)),--int8 $(STUDENT)-int8-qat=$(QAT))
+
+# The deployment table (README, docs/deployment.md): teacher, student, pruned student, INT8 PTQ and QAT.
+# Pruning and QAT start from weights/STUDENT.safetensors and are redone when those weights change.
+$(DEPLOY)/%-pruned.safetensors: weights/%.safetensors
+	$(PYTHON) -m distill.prune --student $< --no-kd --target-kmac 1.5 --rounds 3 --finetune-steps 200 \
+		--threads 1 --quiet --no-rd -o $@ --run-dir $(DEPLOY)/prune-run --results $(DEPLOY)/prune-results
+$(DEPLOY)/%-qat.safetensors: weights/%.safetensors
+	$(PYTHON) -m export.qat --model $< -o $@ --steps 300 --run-dir $(DEPLOY)/qat-run --quiet
+deploy: venv data $(PRUNED) $(QAT)
+	$(PYTHON) -m export.bench -n 5 --row teacher=teacher --row $(STUDENT)=$(STUDENT) \
+		--row $(STUDENT)-pruned=$(PRUNED) --row $(STUDENT)-int8-ptq=$(STUDENT):int8 \
+		--row $(STUDENT)-int8-qat=$(QAT):int8 --anchor $(STUDENT)
 
 # The seed papers' modules on student-2k, each fine-tuned as long as its baseline (~40 min on 2 cores).
 ablation: venv data

@@ -1,9 +1,12 @@
 """Decode latency of the ONNX decoder: FP32 vs INT8, 1 and 2 threads, entropy and networks apart.
 
     python -m export.bench --model SPEC [--int8] [--onnx DIR] [-n N] [--quality Q]
+    python -m export.bench --row NAME=MODEL[:int8] [--row ...] --anchor NAME [--images N]   (export/table.py)
 
 Encodes one 768x512 picture with torch, decodes it N times per configuration (after one warm-up)
-and reports median times; writes results/deployment.md and results/deployment.json.
+and reports median times; writes results/deployment.md and results/deployment.json. With ``--row``:
+the deployment table of several models (accuracy on the evaluation set, size on disk, decode time),
+written to results/deployment_table.{md,json}.
 """
 from __future__ import annotations
 
@@ -123,16 +126,26 @@ def to_markdown(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.bench", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="preset name or .safetensors path")
+    p.add_argument("--model", help="preset name or .safetensors path")
+    p.add_argument("--row", action="append", default=[], metavar="NAME=MODEL[:int8]",
+                   help="table mode: a model of the deployment table (repeatable)")
+    p.add_argument("--anchor", help="table mode: the row BD figures are measured against (default: the first)")
+    p.add_argument("--images", type=int, help="table mode: first N evaluation images only")
     p.add_argument("--int8", action="store_true", help="also time the INT8 networks")
     p.add_argument("--onnx", help="an existing export of the model (default: export to a temporary dir)")
     p.add_argument("-n", type=int, default=3, help="timed decodes per configuration")
     p.add_argument("--quality", "-q", type=int, default=3)
     p.add_argument("--threads", default="1,2", help="thread counts to time")
-    p.add_argument("--out", default=str(ROOT / "results" / "deployment"), help="output path without suffix")
+    p.add_argument("--out", help="output path without suffix (default results/deployment, or "
+                                 "results/deployment_table with --row)")
     a = p.parse_args(argv)
 
     from codec.cli_util import fail
+    if a.row:
+        return _table(a, argv)
+    if not a.model:
+        return fail("give --model SPEC (one model) or --row NAME=MODEL (the table)")
+    a.out = a.out or str(ROOT / "results" / "deployment")
     try:
         import torch
 
@@ -172,6 +185,29 @@ def main(argv: list[str] | None = None) -> int:
         out.with_suffix(".md").write_text(md)
         print(md)
     except (ValueError, OSError, KeyError, RuntimeError) as e:
+        return fail(e)
+    return 0
+
+
+def _table(a, argv) -> int:
+    """The --row mode: measure the deployment table and write it."""
+    import shlex
+
+    import torch
+
+    from codec.cli_util import fail
+    from codec.data import ImageError, eval_images
+
+    from .table import parse_rows, run, write
+
+    try:
+        torch.set_num_threads(1)
+        rows = parse_rows(a.row)
+        images = eval_images()[: a.images]
+        res = run(rows, a.anchor or rows[0].name, images, a.quality, a.n)
+        command = "python -m export.bench " + shlex.join(argv if argv is not None else sys.argv[1:])
+        print(write(res, Path(a.out or ROOT / "results" / "deployment_table"), command))
+    except (ValueError, OSError, KeyError, RuntimeError, ImageError) as e:
         return fail(e)
     return 0
 

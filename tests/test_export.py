@@ -241,7 +241,7 @@ def test_qat_changes_decoder_weights_and_int8_symbols_stay_identical(student, ev
 
     model = load_model(str(TEST_STUDENT))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    qat_finetune(model, 2, train_images()[:2], tmp_path / "run", batch=2, crop=64, progress=False)
+    qat_finetune(model, 2, train_images()[:2], tmp_path / "run", batch=2, crop=64, progress=False, calib=2)
     after = model.state_dict()
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
     assert changed and changed <= set(TRAINED), changed
@@ -252,3 +252,26 @@ def test_qat_changes_decoder_weights_and_int8_symbols_stay_identical(student, ev
     assert main(["--model", "no-such-model", "-o", str(tmp_path / "x.safetensors")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and len(err.splitlines()) == 1
+
+
+def test_deployment_table_rows(student, tmp_path, monkeypatch, capsys):
+    """python -m export.bench --row ...: accuracy from real bitstreams, sizes and decode times per row."""
+    import export.cache as export_cache
+    from export.bench import main
+
+    monkeypatch.setattr(export_cache, "CACHE", tmp_path / "cache")
+    out = tmp_path / "table"
+    assert main(["--row", f"s={TEST_STUDENT}", "--row", f"s-int8={TEST_STUDENT}:int8", "--images", "1", "-n", "1",
+                 "--out", str(out)]) == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    s, s8 = res["rows"]
+    assert s["vs_anchor"]["codec"] == s["vs_anchor"]["anchor"] == "s" and s8["int8"] and not s["int8"]
+    assert s["bytes"] == s8["bytes"] and s["weights_bytes"] == TEST_STUDENT.stat().st_size
+    assert s8["decoder_bytes"] < s["decoder_bytes"] and s8["torch_ms"] == {} and set(s["torch_ms"]) == {"1", "2"}
+    assert all(ms > 0 for r in (s, s8) for ms in r["onnx_ms"].values())
+    assert "| s-int8 | ONNX INT8 |" in out.with_suffix(".md").read_text()
+    capsys.readouterr()
+    for argv in (["--row", "no-equals"], ["--row", "a=student-1k", "--anchor", "b"], []):
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and len(err.splitlines()) == 1, err
