@@ -145,6 +145,8 @@ def test_names_options_and_errors():
     assert all("+" not in m for m in list_models()) and set(list_options()) == set(OPTIONS)
     model = create_model("student-1k+hda+gmm")
     assert model.name == "student-1k+hda+gmm" and model.options == ("hda", "gmm")
+    preset = create_model("student-2k-gmm+hda")
+    assert preset.options == ("gmm", "hda") and isinstance(preset.gaussian_conditional, MixtureConditional)
     with pytest.raises(KeyError, match="unknown model option 'nope'; known: hda"):
         create_model("student-1k+nope")
     with pytest.raises(ValueError, match="given twice"):
@@ -206,12 +208,12 @@ def test_ablation_command_end_to_end(tmp_path):
             batch=2, run_root=tmp_path / "runs", progress=False, train_data=tmp_path / "data",
             limits={"encoder_kmac": 1.6, "decoder_kmac": 2.0})
     rows = {row["module"]: row for row in r["table"]}
-    assert list(rows) == ["baseline", "hda", "qecm"] and all(row["steps"] == 1 for row in rows.values())
+    assert list(rows) == ["baseline", "baseline-seed1", "hda", "qecm"] and all(row["steps"] == 1 for row in rows.values())
     assert rows["hda"]["added_decoder_kmac"] > 0 and rows["qecm"]["added_decoder_kmac"] == 0
     assert rows["qecm"]["added_params"] == 5 and "vs_baseline" in rows["hda"]
     saved = json.loads((tmp_path / "out" / "ablation.json").read_text())
-    assert {row["codec"] for row in saved["rows"]} == {"baseline", "hda", "qecm", "jpeg"}
+    assert {row["codec"] for row in saved["rows"]} == {"baseline", "baseline-seed1", "hda", "qecm", "jpeg"}
     md = (tmp_path / "out" / "ablation.md").read_text()
-    assert "| `hda` |" in md and "| `qecm` |" in md and "**1 steps**" in md
+    assert "| `hda` |" in md and "| `qecm` |" in md and "**1 steps**" in md and "Run-to-run noise" in md
     with pytest.raises(ValueError, match="unknown model option 'nope'"):
         run("student-1k", ["nope"], steps=1)
