@@ -346,9 +346,10 @@ def learned_codecs(extra: dict[str, str] | None = None, int8: dict[str, str] | N
 
     from .onnx_codecs import OnnxInt8Codec
     presets = list_models()
-    out = [LearnedCodec(n, onnx=onnx) for n in presets]
+    # INT8 codecs first: their export holds the FP32 networks too, which the others then reuse.
+    out: list[LearnedCodec] = [OnnxInt8Codec(n, spec) for n, spec in (int8 or {}).items()]
+    out += [LearnedCodec(n, onnx=onnx) for n in presets]
     others = sorted(WEIGHTS_DIR.glob("*.safetensors")) if WEIGHTS_DIR.is_dir() else []
     out += [LearnedCodec(p.stem, p, onnx=onnx) for p in others if p.stem not in presets]
     out += [LearnedCodec(n, p, onnx=onnx) for n, p in (extra or {}).items()]
-    out += [OnnxInt8Codec(n, spec) for n, spec in (int8 or {}).items()]
     return out
