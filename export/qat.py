@@ -11,8 +11,9 @@ them (symmetric int8 per output channel, scale = max|w| / 127; fusion's first co
 (asymmetric, min/max ranges), with straight-through gradients (torch.ao.quantization); so are the other
 tensors ORT quantises: activation outputs (Hardswish as x * HardSigmoid(x), both quantised) and the
 residual blocks' sums. The ranges come from the calibration ORT's quantiser uses (``export.int8``: training
-crops through the coding path, rate points cycled) and stay fixed while training. Measured on student-2k (3 evaluation images, rate points
-1, 3, 5), PSNR-YUV change of the torch fake-quantised decoder against FP32: -0.68 dB, where ORT's INT8
+crops through the coding path, rate points cycled) and stay fixed while training. Observed during development with one-off
+scripts (indicative, not a repo command; `make deploy` gives the measured INT8/QAT figures), on student-2k (3
+evaluation images, rate points 1, 3, 5), PSNR-YUV change of the torch fake-quantised decoder against FP32: -0.68 dB, where ORT's INT8
 export loses -0.82 dB (per network the two agree within 0.07 dB; synthesis differs most); after 300 QAT
 steps -0.57 and -0.71 dB. Moving-average ranges (torch's QAT default) gave -2.6 dB observed on the
 training pass and -8.4 dB on the coding path, and fine-tuning under them did not carry over to ORT.
