@@ -27,14 +27,15 @@ DECODER_BUDGET_KMAC = 2.0    # the mission's decoder budget (kMAC per pixel)
 def _load_matching(model, path: Path) -> tuple[int, int]:
     """Load the tensors of ``path`` whose names the model has; (loaded, model tensors). Refuses weights
     that hold tensors the model lacks (another base model)."""
-    from safetensors.torch import load_file
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
-    own = model.state_dict()
-    foreign = [k for k in sd if k not in own]
-    if foreign:
-        raise ValueError(f"weights {path} do not fit {model.name} ({len(foreign)} tensors it lacks, e.g. {foreign[0]})")
-    model.load_state_dict(sd, strict=False)
-    return len(sd), len(own)
+    from safetensors import safe_open
+
+    from codec.weights import WeightsError, load_weights
+    try:
+        load_weights(model, path, partial=True)
+    except WeightsError as e:
+        raise ValueError(str(e)) from None
+    with safe_open(str(path), "pt") as f:
+        return len(list(f.keys())), len(model.state_dict())
 
 
 def _variant(base: str, module: str) -> str:

@@ -53,15 +53,23 @@ def save_weights(model, path: str | Path, half: bool = True, meta: dict | None =
     return path
 
 
-def load_weights(model, path: str | Path):
-    """Load safetensors weights into ``model`` (floats converted to the model's dtype); returns model."""
+def load_weights(model, path: str | Path, partial: bool = False):
+    """Load safetensors weights into ``model`` (floats converted to the model's dtype); returns model.
+
+    ``partial``: the model may have tensors the file lacks (e.g. an option's modules on top of trained base
+    weights, which start at their initialisation); tensors the model lacks are still refused."""
     try:
         sd = load_file(str(path))
     except (OSError, SafetensorError) as e:
         raise WeightsError(f"cannot read weights {path}: {e}") from None
     sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+    if partial:
+        foreign = [k for k in sd if k not in model.state_dict()]
+        if foreign:
+            raise WeightsError(f"weights {path} do not fit model {model.name!r}: "
+                               f"{len(foreign)} tensors it lacks, e.g. {foreign[0]}")
     try:
-        model.load_state_dict(sd)
+        model.load_state_dict(sd, strict=not partial)
     except (RuntimeError, KeyError) as e:
         raise WeightsError(f"weights {path} do not fit model {model.name!r}: {str(e).splitlines()[0]}") from None
     return model

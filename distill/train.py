@@ -33,7 +33,7 @@ def distill(student_name: str, teacher_weights: str | Path | None, run_dir: str 
     kd = kd or KDWeights()
     student = create_model(student_name)
     if init:
-        load_weights(student, init)
+        load_weights(student, init, partial=True)  # an option model may start from its base's weights
     distiller = None
     if kd.enabled():
         if not teacher_weights:

@@ -217,3 +217,20 @@ def test_ablation_command_end_to_end(tmp_path):
     assert "| `hda` |" in md and "| `qecm` |" in md and "**1 steps**" in md and "Run-to-run noise" in md
     with pytest.raises(ValueError, match="unknown model option 'nope'"):
         run("student-1k", ["nope"], steps=1)
+
+
+def test_base_weights_load_partially_into_an_option_model(tmp_path):
+    from codec.registry import create_model
+    from codec.weights import WeightsError, load_weights, save_weights
+
+    path = save_weights(create_model("student-1k"), tmp_path / "base.safetensors")
+    option = create_model("student-1k+hda")
+    with pytest.raises(WeightsError):
+        load_weights(option, path)
+    load_weights(option, path, partial=True)
+    base = create_model("student-1k")
+    load_weights(base, path)
+    shared = base.state_dict()
+    assert all(torch.equal(v, shared[k]) for k, v in option.state_dict().items() if k in shared)
+    with pytest.raises(WeightsError, match="do not fit"):
+        load_weights(create_model("student-2k"), path, partial=True)
