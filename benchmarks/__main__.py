@@ -21,13 +21,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _weights(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        name, sep, path = pair.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--weights and --int8 want NAME=PATH, got {pair!r}")
-        out[name] = path
-    return out
+    from codec.cli_util import parse_pairs
+    return dict(parse_pairs(pairs, "--weights and --int8"))
 
 
 def cmd_rd(args) -> None:

@@ -129,13 +129,8 @@ def plot(points: list[dict], path: Path) -> Path:
 
 
 def _pairs(items: list[str], flag: str) -> list[tuple[str, Path]]:
-    out = []
-    for item in items:
-        label, sep, path = item.partition("=")
-        if not sep or not label or not path:
-            raise ValueError(f"{flag} wants LABEL=PATH, got {item!r}")
-        out.append((label, Path(path)))
-    return out
+    from codec.cli_util import parse_pairs
+    return [(label, Path(path)) for label, path in parse_pairs(items, flag, "LABEL=PATH")]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -183,7 +183,7 @@ class Trainer:
             if self.extra_modules is not None and "extra" in s:
                 self.extra_modules.load_state_dict(s["extra"])
             self.step = int(s["step"])
-            self.train_s = float(s.get("train_s") or log_train_seconds(self.run_dir / "log.csv") or 0.0)
+            self.train_s = checkpoint_train_seconds(s, self.run_dir)
             torch.set_rng_state(s["rng"])
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"checkpoint {self.ckpt} does not fit this run: {_first_line(e)}") from None
@@ -318,6 +318,11 @@ def log_train_seconds(log_path: Path, until_step: int | None = None) -> float | 
     return None if until_step is not None else total + last
 
 
+def checkpoint_train_seconds(state: dict, run_dir: str | Path) -> float:
+    """Training wall seconds of a checkpoint: stored in it, or (older checkpoints) read from the run's log."""
+    return float(state.get("train_s") or log_train_seconds(Path(run_dir) / "log.csv") or 0.0)
+
+
 def plot_log(run_dir: str | Path) -> Path:
     """Draw loss, bpp and PSNR-YUV against steps from a run's log.csv into training.png."""
     import matplotlib
@@ -363,8 +368,8 @@ def export_checkpoint(name: str, run_dir: str | Path, out_path: str | Path) -> i
     state = load_checkpoint(ckpt)
     model = create_model(name)
     model.load_state_dict(state["model"])
-    train_s = state.get("train_s") or log_train_seconds(Path(run_dir) / "log.csv") or 0.0
-    export_trained(model, run_dir, out_path, int(state["step"]), train_s=round(float(train_s), 1))
+    export_trained(model, run_dir, out_path, int(state["step"]),
+                   train_s=round(checkpoint_train_seconds(state, run_dir), 1))
     return int(state["step"])
 
 

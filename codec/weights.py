@@ -64,7 +64,8 @@ def load_weights(model, path: str | Path, partial: bool = False):
         raise WeightsError(f"cannot read weights {path}: {e}") from None
     sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
     if partial:
-        foreign = [k for k in sd if k not in model.state_dict()]
+        own = model.state_dict()
+        foreign = [k for k in sd if k not in own]
         if foreign:
             raise WeightsError(f"weights {path} do not fit model {model.name!r}: "
                                f"{len(foreign)} tensors it lacks, e.g. {foreign[0]}")
