@@ -9,7 +9,8 @@ data command works on a machine with no other network access.  The evaluation se
 14 lossless PNGs) is *not* the standard Kodak set: it holds 6 Kodak images (kodim23 and the
 TID2013 copies I03..I19, resized to 512x384), 3 Waterloo images, barbara and 4 scikit-image
 photos.  Never compare figures from it with published Kodak numbers.  The training corpus
-(data/train) is JPEG photos shrunk 2-4x to wash out compression artefacts, saved as PNG.
+(data/train) is JPEG photos shrunk 2-4x to wash out compression artefacts, and a few textured
+scikit-image photos (PNGs kept as they are), all saved as PNG.
 """
 
 from __future__ import annotations
@@ -92,6 +93,9 @@ _LOMIRI16 = ["Bridge_by_Sander_Klootwijk", "Dragonfly_by_Bolly", "Picture_0B_by_
 _PLASMA = ["BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf",
            "Grey", "Kite", "OneStandsOut", "Path", "summer_1am"]
 
+_SKIMAGE_TEXTURE = ["hubble_deep_field.jpg", "ihc.png", "retina.jpg", "brick.png", "grass.png",
+                    "gravel.png", "camera.png", "moon.png", "coins.png"]
+
 MANIFEST: tuple[Item, ...] = (
     *(Item("eval", n, SPORCO, f"sporco/data/{n}.png")
       for n in ["kodim23", "monarch", "sail", "tulips", "barbara"]),
@@ -104,6 +108,9 @@ MANIFEST: tuple[Item, ...] = (
     Item("train", "grace_hopper", MATPLOTLIB, "matplotlib/mpl-data/sample_data/grace_hopper.jpg"),
     Item("train", "quokka", IMGAUG, "imgaug/quokka.jpg"),
     Item("train", "rocket", SKIMAGE, "skimage/data/rocket.jpg"),
+    # Textured photos, since most photos here are smooth wallpapers; the grey ones train luma.
+    *(Item("train", f"skimage_{Path(n).stem}", SKIMAGE, f"skimage/data/{n}")
+      for n in _SKIMAGE_TEXTURE),
     # skimage's motorcycle_right is left out: it is the stereo twin of eval's motorcycle_left.
     *(Item("train", f"mate_{n}", MATE, f"usr/share/backgrounds/mate/nature/{n}.jpg")
       for n in _MATE_NATURE),
@@ -437,6 +444,8 @@ def _crop_dataset_class():
     import torch
     from torch.utils.data import Dataset
 
+    from . import crops
+
     class CropDataset(Dataset):
         """Random SxS crops from images decoded once into memory, as 3xSxS float tensors in [0, 1].
 
@@ -445,21 +454,60 @@ def _crop_dataset_class():
         the crop are reflect-padded (small="pad") or left out (small="skip").  With a `seed`,
         crop i is always the same (useful for validation); without, crops come from torch's
         RNG, which DataLoader seeds differently in each worker.
+
+        `detail` favours detailed places over flat ones (sky, walls): a crop's position is
+        drawn with probability proportional to (E + 1) ** detail, where E is the crop's mean
+        absolute Laplacian of luma in 8-bit units (codec.crops), measured on a grid of
+        crop_size/16 pixels.  0 draws positions uniformly.
+
+        `scales` (each in (0, 1]) adds downscaled copies of every image (Lanczos): each crop
+        first draws a scale uniformly (among those where some image is large enough), then an
+        image in proportion to its area at that scale.  An image smaller than the crop at a
+        scale below 1 is left out at that scale.
+
+        With detail=0 and scales=(1.0,), the defaults, crops are those of earlier versions.
         """
 
         def __init__(self, paths, crop_size: int = 256, count: int = 1000, *,
-                     flip: bool = True, small: str = "pad", seed: int | None = None):
+                     flip: bool = True, small: str = "pad", seed: int | None = None,
+                     detail: float = 0.0, scales: tuple[float, ...] = (1.0,)):
             if small not in ("pad", "skip"):
                 raise ValueError(f"small must be 'pad' or 'skip', not {small!r}")
             if crop_size < 1 or count < 1:
                 raise ValueError("crop_size and count must be positive")
+            if not (np.isfinite(detail) and detail >= 0):
+                raise ValueError(f"detail must be a finite number >= 0, not {detail!r}")
+            scales = tuple(float(s) for s in scales)
+            if not scales or not all(0.0 < s <= 1.0 for s in scales):
+                raise ValueError(f"scales must be numbers in (0, 1], not {scales!r}")
             self.crop_size, self.count, self.flip, self.seed = crop_size, count, flip, seed
-            self.images = [im for im in (_fit(load_rgb(p), crop_size, small) for p in paths)
-                           if im is not None]
+            self.detail, self.scales = float(detail), scales
+            self.images: list[np.ndarray] = []
+            # One group per scale: indices into self.images and their area weights.
+            self.groups: list[tuple[np.ndarray, np.ndarray]] = []
+            originals = [load_rgb(p) for p in paths]
+            for scale in dict.fromkeys(scales):
+                self._add_scale(originals, scale, small)
             if not self.images:
                 raise ValueError(f"no image is at least {crop_size}x{crop_size} pixels")
-            areas = np.array([im.shape[0] * im.shape[1] for im in self.images], dtype=np.float64)
-            self.weights = areas / areas.sum()
+            self.maps = ([crops.detail_map(im, crop_size, self.detail) for im in self.images]
+                         if self.detail > 0 else [])
+
+        def _add_scale(self, originals: list[np.ndarray], scale: float, small: str) -> None:
+            """Append the images at one scale and their group of area weights."""
+            s = self.crop_size
+            if scale == 1.0:
+                scaled = [_fit(im, s, small) for im in originals]
+            else:
+                scaled = [crops.downscale(im, scale) for im in originals]
+                scaled = [im if min(im.shape[:2]) >= s else None for im in scaled]
+            scaled = [im for im in scaled if im is not None]
+            if not scaled:
+                return
+            first = len(self.images)
+            self.images.extend(scaled)
+            areas = np.array([im.shape[0] * im.shape[1] for im in scaled], dtype=np.float64)
+            self.groups.append((np.arange(first, len(self.images)), areas / areas.sum()))
 
         def __len__(self) -> int:
             return self.count
@@ -470,10 +518,17 @@ def _crop_dataset_class():
             rng = np.random.default_rng(
                 (self.seed, index) if self.seed is not None
                 else int(torch.randint(0, 2**62, (1,))))
-            img = self.images[rng.choice(len(self.images), p=self.weights)]
-            s = self.crop_size
-            y = rng.integers(0, img.shape[0] - s + 1)
-            x = rng.integers(0, img.shape[1] - s + 1)
+            # Draws happen in the same order as before the options existed, so that the
+            # defaults give the same crop for the same seed.
+            members, weights = (self.groups[0] if len(self.groups) == 1
+                                else self.groups[rng.integers(len(self.groups))])
+            k = members[rng.choice(len(members), p=weights)]
+            img, s = self.images[k], self.crop_size
+            if self.maps:
+                y, x = self.maps[k].sample(rng, img.shape, s)
+            else:
+                y = rng.integers(0, img.shape[0] - s + 1)
+                x = rng.integers(0, img.shape[1] - s + 1)
             crop = img[y:y + s, x:x + s]
             if self.flip and rng.random() < 0.5:
                 crop = crop[:, ::-1]

