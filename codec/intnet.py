@@ -29,6 +29,12 @@ def ste_round(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
+def ste_round_half_up(x: torch.Tensor) -> torch.Tensor:
+    """floor(x + 0.5) forward (the integer path's requantisation rounding; torch.round rounds halves to
+    even, and exact halves are common on a power-of-two grid), identity gradient backward."""
+    return x + (torch.floor(x + 0.5) - x).detach()
+
+
 def weight_shift(w: torch.Tensor) -> int:
     """Largest power-of-two exponent s with max|w| * 2**s <= WEIGHT_MAX (exact, machine-independent)."""
     peak = float(w.detach().abs().max())
@@ -65,7 +71,7 @@ class IntConv2d(nn.Conv2d):
         ws = weight_shift(self.weight)
         w = torch.clamp(ste_round(self.weight * 2.0 ** ws), -WEIGHT_MAX, WEIGHT_MAX) / 2.0 ** ws
         b = ste_round(self.bias * 2.0 ** (ws + self.in_bits)) / 2.0 ** (ws + self.in_bits)
-        out = ste_round(F.conv2d(x, w, b, padding=self.padding) * 2.0 ** self.out_bits)
+        out = ste_round_half_up(F.conv2d(x, w, b, padding=self.padding) * 2.0 ** self.out_bits)
         if self.relu:
             out = torch.clamp(out, 0, ACT_MAX)
         return out / 2.0 ** self.out_bits
