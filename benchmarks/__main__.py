@@ -96,6 +96,21 @@ def cmd_ablation(args) -> None:
     print((Path(args.out) / "ablation.md").read_text())
 
 
+def cmd_effort(args) -> None:
+    """Measure the encoder effort levels; write results/effort.{json,md,png}."""
+    from .effort import run
+    levels = [lv.strip() for lv in args.levels.split(",") if lv.strip()]
+    bad = [lv for lv in levels if lv not in ("slow", "max")]
+    if bad or not levels:
+        raise ValueError(f"--levels takes slow and/or max, not {args.levels!r}")
+    qualities = [int(q) for q in args.qualities.split(",")] if args.qualities else None
+    images = eval_images(args.data)[: args.images]
+    argv = args.argv if args.argv is not None else sys.argv[1:]
+    run([m.strip() for m in args.models.split(",")], levels, images, qualities, Path(args.out),
+        "python -m benchmarks " + shlex.join(argv), progress=not args.quiet)
+    print((Path(args.out) / "effort.md").read_text())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark command line; return the exit status."""
     parser = _Parser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
@@ -133,11 +148,19 @@ def main(argv: list[str] | None = None) -> int:
     ab.add_argument("--threads", type=int, default=1, help="torch threads for training (default: 1)")
     ab.add_argument("--out", default="results", help="results folder (default: results)")
     ab.add_argument("--quiet", action="store_true", help="no progress bars")
+    ef = sub.add_parser("effort", help="encoder effort levels: BD-rate vs the fast encoder, encode time")
+    ef.add_argument("--models", default="student-2k", help="comma-separated models (default: student-2k)")
+    ef.add_argument("--levels", default="slow,max", help="effort levels to measure (default: slow,max)")
+    ef.add_argument("--images", type=int, default=None, help="use only the first N evaluation images")
+    ef.add_argument("--qualities", default=None, help="comma-separated rate points (default: all)")
+    ef.add_argument("--data", default=None, help="evaluation image folder (default: data/eval)")
+    ef.add_argument("--out", default="results", help="results folder (default: results)")
+    ef.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     args.argv = argv
     try:
         {"rd": cmd_rd, "report": cmd_report, "train-speed": cmd_train_speed,
-         "ablation": cmd_ablation}[args.command](args)
+         "ablation": cmd_ablation, "effort": cmd_effort}[args.command](args)
     except (ImageError, ValueError, RuntimeError, CodecError, OSError) as exc:
         from codec.cli_util import fail
         return fail(exc)

@@ -23,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--model", default="teacher", help="preset name or .safetensors path")
     e.add_argument("--weights", help="weights for the preset (default: weights/PRESET.safetensors)")
     e.add_argument("--quality", "-q", type=int, default=3, help="rate point index (0 = lowest rate)")
+    e.add_argument("--effort", default="fast", help="encoder effort: fast (default, the amortized encoder), "
+                   "slow (~1 min per 768x512 picture) or max (~10 min): same decoder and format, fewer bits")
     d = sub.add_parser("decode", help="bitstream -> PNG image")
     d.add_argument("bitstream")
     d.add_argument("-o", "--output", required=True)
@@ -51,11 +53,13 @@ def _has_alpha(path: str) -> bool:
 def cmd_encode(a) -> int:
     from .api import encode_image
     from .data import load_rgb
+    from .refine import effort_level
     from .weights import load_model
 
+    effort_level(a.effort)  # refuse a bad --effort before any work
     image = load_rgb(a.image)
     model = load_model(a.model, a.weights)
-    data = encode_image(model, image, a.quality)
+    data = encode_image(model, image, a.quality, effort=a.effort, progress=a.effort != "fast")
     Path(a.output).write_bytes(data)
     if _has_alpha(a.image):
         print(f"note: {a.image} has an alpha channel; it was dropped (the codec codes RGB)", file=sys.stderr)

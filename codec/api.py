@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from . import bitstream as bsf
 from .color import rgb_to_yuv420, to_tensor, to_uint8, yuv420_to_rgb
+from .refine import effort_level, refine_latents
 from .weights import model_id
 
 
@@ -23,14 +24,24 @@ def crop_planes(y: torch.Tensor, uv: torch.Tensor, height: int, width: int):
     return y[..., :height, :width], uv[..., : (height + 1) // 2, : (width + 1) // 2]
 
 
-def encode_image(model, image: np.ndarray, quality: int) -> bytes:
-    """Encode an HxWx3 uint8 RGB image at rate point ``quality`` into bitstream bytes."""
+def encode_image(model, image: np.ndarray, quality: int, effort: str = "fast", progress: bool = False) -> bytes:
+    """Encode an HxWx3 uint8 RGB image at rate point ``quality`` into bitstream bytes.
+
+    ``effort`` (codec.refine.EFFORTS): "fast" is the amortized encoder; "slow" and "max" spend encoding
+    time optimising this picture's latents for the same decoder (same format, same weights)."""
+    level = effort_level(effort)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError("expected an HxWx3 uint8 RGB image")
     h, w = image.shape[:2]
     bsf.check_size(h, w)
+    if not 0 <= quality < model.num_qualities:
+        raise ValueError(f"quality must be in 0..{model.num_qualities - 1}, got {quality}")
     y, uv = pad_planes(to_tensor(image), model.cfg.multiple)
-    streams, _ = model.compress_planes(y, uv, quality)
+    latents = None
+    if level is not None:
+        with torch.inference_mode(False), torch.enable_grad():
+            latents = refine_latents(model, y, uv, quality, level, size=(h, w), progress=progress).latents
+    streams, _ = model.compress_planes(y, uv, quality, latents)
     return bsf.pack(bsf.Bitstream(model_id(model), quality, h, w, tuple(streams)))
 
 

@@ -34,8 +34,11 @@ from compressai.models import CompressionModel
 from .bitstream import Bitstream, BitstreamError
 from .entropy import CdfTables, decode_symbols, encode_symbols, estimated_bits
 from .intnet import INPUT_MAX, INPUT_MIN, ste_round
+from .rate import SymbolCost, proxy_bits, straight_through
 
 FEATURE_LOSS_WEIGHT = 1.0   # seed 001 trains its feature enhancement loss with lambda_f = 1 (its Eq. 17)
+SKIP_TEMPERATURE = 1.0      # width, in scale-index steps, of the soft skip gate's surrogate gradient
+RATE_MODES = ("coded", "coded-ste", "noise")
 
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
 LOG_STEP = math.log(SCALE_MAX / SCALE_MIN) / (SCALE_LEVELS - 1)
@@ -146,22 +149,77 @@ class YUVCodec(CompressionModel):
         return t[:, : self.cfg.y_channels], t[:, self.cfg.y_channels:]
 
     # ---- training forward ----------------------------------------------------------------------
-    def forward(self, y_plane: torch.Tensor, uv_plane: torch.Tensor, q: torch.Tensor | int = 0):
-        """Training/profiling pass: noisy rates, straight-through reconstructions and side outputs."""
+    def forward(self, y_plane: torch.Tensor, uv_plane: torch.Tensor, q: torch.Tensor | int = 0,
+                rate: str = "noise"):
+        """Training/profiling pass -> reconstruction, likelihoods and side outputs.
+
+        ``rate="coded"`` trains what is coded: the same two-pass reconstruction as the coder (skip
+        applied, context on decoded anchors) and, in ``out["bits"]``, the bits the rANS coder would
+        spend (value exact, gradient from the noisy likelihoods; skip through a soft gate);
+        ``rate="coded-ste"`` takes the rate's gradient at the coded (rounded) values instead.
+        ``rate="noise"`` is the classic pass: every element coded, uniform noise for the rates."""
+        if rate not in RATE_MODES:
+            raise ValueError(f"rate must be one of {RATE_MODES}, got {rate!r}")
         if isinstance(q, int):
             q = torch.full((y_plane.shape[0],), q, dtype=torch.long, device=y_plane.device)
         latent = self._analyse(y_plane, uv_plane)
-        ly, luv = self._split(latent)
         z = self.hyper_analysis(latent)
+        if rate == "noise":
+            out = self._forward_noise(latent, z, q)
+        else:
+            out = self.coded_pass(latent, z, q, noisy=None if rate == "coded" else False)
+        out["latent"] = latent
+        refined = out.pop("refined")
+        if "fenm" in self.options:  # seed 001's feature loss, in quantisation steps of each element
+            out["aux_loss"] = FEATURE_LOSS_WEIGHT * (((refined - latent) * self._gain(q)[0]) ** 2).mean()
+        return out
+
+    def coded_pass(self, latent: torch.Tensor, z: torch.Tensor, q: torch.Tensor, noisy: bool | None = None,
+                   rounding=None) -> dict:
+        """What the coder computes from a latent and its (unrounded) hyper-latent, differentiably:
+        reconstruction as decoded (skip applied, context on decoded anchors) and, in ``out["bits"]``,
+        the bits the rANS coder spends per element (value exact; gradient from the likelihoods, with
+        uniform noise when ``noisy``, default: in training; skip through a soft gate). ``rounding``
+        replaces the straight-through rounding of the residuals (e.g. annealed rounding in refinement).
+        Training (``rate="coded"``) and per-picture refinement (codec.refine) both use it."""
+        noisy = self.training if noisy is None else noisy
+        z_hat, z_lik, gain, index = self._hyper(z, q, noisy, coded=True)
+        out = self._forward_coded(latent, z_hat, z_lik, gain, index, noisy, rounding)
+        out["scale_index"] = index
+        return out
+
+    def _hyper(self, z, q, noisy: bool, coded: bool = False):
+        """Hyper-latent -> (z_hat, its likelihoods, gains, scale index with gradient). ``coded``: the
+        likelihoods at z_hat itself (straight-through) unless ``noisy``, the way the coder rounds z."""
         with fp32_region(z):  # entropy models stay in fp32 under bf16
             z = z.float()
-            _, z_lik = self.entropy_bottleneck(z)
-        z_hat = torch.clamp(ste_round(z), INPUT_MIN, INPUT_MAX)
+            z_hat = torch.clamp(ste_round(z), INPUT_MIN, INPUT_MAX)
+            if coded:
+                z_lik = self._z_likelihood(z + torch.rand_like(z) - 0.5 if noisy else z_hat)
+            else:
+                _, z_lik = self.entropy_bottleneck(z, training=noisy)
         gain, steps = self._gain(q)
         with fp32_region(z):  # the integer-grid net must not round in bf16
             index = torch.clamp(self.scale_decoder(z_hat) + steps, 0, SCALE_LEVELS - 1)
+        return z_hat, z_lik, gain, index
+
+    def _z_likelihood(self, values: torch.Tensor) -> torch.Tensor:
+        """The hyper-latent's factorized likelihoods at ``values`` (B x C x h x w), with gradients."""
+        b, c, h, w = values.shape
+        lik, _, _ = self.entropy_bottleneck._likelihood(values.permute(1, 0, 2, 3).reshape(c, 1, -1))
+        return lik.reshape(c, b, h, w).permute(1, 0, 2, 3)
+
+    def _decode_latents(self, latent_hat, mean):
+        """Decoded latents -> (luma, chroma) planes and the refined latent (training path)."""
+        refined = self.pre_synthesis(latent_hat, mean) if self.pre_synthesis is not None else latent_hat
+        y_rec, uv_rec = self._synthesize(*self._split(refined), mean)
+        return {"y": y_rec, "uv": uv_rec, "latent_hat": latent_hat, "mean": mean, "refined": refined}
+
+    def _forward_noise(self, latent, z, q):
+        z_hat, z_lik, gain, index = self._hyper(z, q, self.training)
+        ly, luv = self._split(latent)
         scale = SCALE_MIN * torch.exp(LOG_STEP * index)
-        # Skip is a hard decision with no gradient; training codes every element instead (an element
+        # Skip is a hard decision with no gradient; this pass codes every element instead (an element
         # whose scale is tiny and residual zero costs ~0 bits either way) and evaluation applies it.
         skip = (index.detach() < self.cfg.skip_index) & (not self.training)
         anchor = checkerboard(*latent.shape[-2:], device=latent.device)
@@ -180,17 +238,63 @@ class YUVCodec(CompressionModel):
         mu_uv = _shifted(self.fusion_uv(hu, self.context_uv(noisy_uv * anchor) * (1 - anchor), yh), o_uv)
         uvh, lik_uv = self._quantize(luv, mu_uv, g_uv, s_uv, k_uv)
 
-        latent_hat, mean = torch.cat((yh, uvh), 1), torch.cat((mu_y, mu_uv), 1)
-        refined = self.pre_synthesis(latent_hat, mean) if self.pre_synthesis is not None else latent_hat
-        y_rec, uv_rec = self._synthesize(*self._split(refined), mean)
-        out = {
-            "y": y_rec, "uv": uv_rec,
-            "likelihoods": {"z": z_lik, "y": lik_y, "uv": lik_uv},
-            "latent": latent, "latent_hat": latent_hat, "mean": mean, "scale_index": index,
-        }
-        if "fenm" in self.options:  # seed 001's feature loss, in quantisation steps of each element
-            out["aux_loss"] = FEATURE_LOSS_WEIGHT * (((refined - latent) * gain) ** 2).mean()
+        out = self._decode_latents(torch.cat((yh, uvh), 1), torch.cat((mu_y, mu_uv), 1))
+        out["likelihoods"] = {"z": z_lik, "y": lik_y, "uv": lik_uv}
+        out["scale_index"] = index
         return out
+
+    def _forward_coded(self, latent, z_hat, z_lik, gain, index, noisy, rounding):
+        skip_at = self.cfg.skip_index
+        coded = (index.detach() >= skip_at).float()
+        # Forward: the coder's hard skip. Backward: a logistic gate around the threshold, so that the
+        # scale decoder learns which elements are worth coding (a hard skip alone gives it no gradient).
+        soft = torch.sigmoid((index - skip_at + 0.5) / SKIP_TEMPERATURE)
+        gate = coded + soft - soft.detach()
+        target = latent.float() * gain
+        if rounding is None:
+            rounding = self.qecm if self.qecm is not None and self.training else ste_round
+        parts = dict(zip(("y", "uv"), self._split(target)))
+        residual, yh, uvh, mean = self._reconstruct(z_hat, gain, gate, lambda b, mug: rounding(parts[b] - mug))
+        out = self._decode_latents(torch.cat((yh, uvh), 1), mean)
+
+        # Rate of each element as if coded at no less than the skip threshold's scale: its exact bits
+        # count where it is coded, and the gate's gradient weighs them where it is skipped.
+        mug = mean.float() * gain
+        index_c = torch.clamp(index, min=skip_at)
+        symbols = torch.round(target - mug).detach()
+        with fp32_region(target):  # noisy: the classic proxy; else at the coded value, straight-through
+            values = target + torch.rand_like(target) - 0.5 if noisy else ste_round(target - mug) + mug
+            lik = self.gaussian_conditional._likelihood(values, SCALE_MIN * torch.exp(LOG_STEP * index_c), mug)
+        bits = gate * straight_through(self._symbol_cost("gaussian_conditional")(symbols, index_c.detach()),
+                                       proxy_bits(lik))
+        z_sym = torch.round(z_hat.detach()).long() - self._z_symbols_offset().to(z_hat.device)
+        z_idx = torch.arange(self.cfg.z_channels, device=z_hat.device).view(1, -1, 1, 1).expand_as(z_sym)
+        z_bits = straight_through(self._symbol_cost("entropy_bottleneck")(z_sym, z_idx), proxy_bits(z_lik))
+        b_y, b_uv = self._split(bits)
+        out["bits"] = {"z": z_bits, "y": b_y, "uv": b_uv}
+        out["likelihoods"] = {"z": z_lik, "y": lik[:, : self.cfg.y_channels], "uv": lik[:, self.cfg.y_channels:]}
+        out["coded_fraction"] = coded.mean().detach()
+        return out
+
+    def _symbol_cost(self, entropy: str) -> SymbolCost:
+        """Exact per-symbol costs of an entropy model's current CDF tables (built once per table set;
+        a model without tables gets them built, as ``refresh_rate_tables`` does)."""
+        model = getattr(self, entropy)
+        if model._quantized_cdf.numel() == 0:
+            self.refresh_rate_tables()
+        key = (entropy, model._quantized_cdf.data_ptr(), tuple(model._quantized_cdf.shape))
+        costs = self.__dict__.setdefault("_symbol_costs", {})
+        if key not in costs:
+            if len(costs) > 4:
+                costs.clear()
+            costs[key] = SymbolCost(model)
+        return costs[key]
+
+    def refresh_rate_tables(self) -> None:
+        """Rebuild the CDF tables from the current entropy models (training calls this now and then: the
+        hyper-latent's learned density moves). Coding and refinement never call it on trained weights:
+        their saved tables are what every decoder uses."""
+        self.update(force=True)
 
     def _analyse(self, y_plane, uv_plane):
         """Both analysis transforms (with the encoder-side option hooks) -> the concatenated latent."""
@@ -225,14 +329,15 @@ class YUVCodec(CompressionModel):
         return (r + mug) / gain, lik
 
     # ---- the coding path (shared by encoder and decoder) ----------------------------------------
-    def _reconstruct(self, z_hat, gain, skip, residual_fn):
+    def _reconstruct(self, z_hat, gain, coded, residual_fn):
         """Run the two checkerboard passes for Y then UV; ``residual_fn(branch, mu_gained)`` supplies
-        the integer residuals (computed by the encoder, read from the bitstream by the decoder).
+        the integer residuals (computed by the encoder, read from the bitstream by the decoder), and
+        ``coded`` (1 = coded, 0 = skipped; a gate with a gradient in training) multiplies them.
         Returns (residuals, y_hat, uv_hat, predicted mean)."""
         h, w = z_hat.shape[-2] * 4, z_hat.shape[-1] * 4
         anchor = checkerboard(h, w, device=z_hat.device)
         g_y, g_uv = self._split(gain)
-        k_y, k_uv = self._split(skip)
+        k_y, k_uv = self._split(coded)
 
         is_anchor = anchor[0, 0].bool()
 
@@ -249,10 +354,10 @@ class YUVCodec(CompressionModel):
         def two_pass(branch, hyper, ctx_model, fusion, g, k, offset, *extra):
             zeros = torch.zeros(hyper.shape[0], ctx_model.out_channels, h, w, device=hyper.device)
             mug_a = _shifted(fuse(fusion, is_anchor, hyper, zeros, *extra), offset) * g * anchor
-            r_a = torch.where(k, torch.zeros_like(mug_a), residual_fn(branch, mug_a)) * anchor
+            r_a = k * residual_fn(branch, mug_a) * anchor
             ctx = ctx_model((r_a + mug_a) / g * anchor) * (1 - anchor)
             mug = torch.where(is_anchor, mug_a, _shifted(fuse(fusion, ~is_anchor, hyper, ctx, *extra), offset) * g)
-            r = torch.where(k, torch.zeros_like(mug), residual_fn(branch, mug))
+            r = k * residual_fn(branch, mug)
             return r, (r + mug) / g, mug / g
 
         o_y, o_uv = self._mean_offsets(z_hat)
@@ -273,14 +378,20 @@ class YUVCodec(CompressionModel):
         return index, index < self.cfg.skip_index, gain
 
     @torch.no_grad()
-    def encode_latents(self, y_plane, uv_plane, q: int) -> dict:
-        """Encoder side without entropy coding: integers to code, reconstruction and estimated bits."""
-        latent = self._analyse(y_plane, uv_plane)
+    def encode_latents(self, y_plane, uv_plane, q: int, latents: tuple | None = None) -> dict:
+        """Encoder side without entropy coding: integers to code, reconstruction and estimated bits.
+        ``latents`` = (latent, hyper-latent) replaces the analysis transforms' output (refinement)."""
+        if latents is None:
+            latent = self._analyse(y_plane, uv_plane)
+            z = self.hyper_analysis(latent)
+        else:
+            latent, z = latents
         ly, luv = self._split(latent)
-        z_int = torch.clamp(torch.round(self.hyper_analysis(latent)), INPUT_MIN, INPUT_MAX)
+        z_int = torch.clamp(torch.round(z), INPUT_MIN, INPUT_MAX)
         index, skip, gain = self._index(z_int, q)
         target = {"y": ly * gain[:, : self.cfg.y_channels], "uv": luv * gain[:, self.cfg.y_channels:]}
-        r, yh, uvh, mean = self._reconstruct(z_int, gain, skip, lambda b, mug: torch.round(target[b] - mug))
+        r, yh, uvh, mean = self._reconstruct(z_int, gain, (~skip).float(),
+                                             lambda b, mug: torch.round(target[b] - mug))
         return {"z": z_int.long(), "residual": r.long(), "index": index, "skip": skip,
                 "y_hat": yh, "uv_hat": uvh, "mean": mean}
 
@@ -293,11 +404,12 @@ class YUVCodec(CompressionModel):
         return self._synthesize(yh, uvh, mean)
 
     @torch.no_grad()
-    def compress_planes(self, y_plane, uv_plane, q: int) -> tuple[list[bytes], dict]:
-        """Code padded planes into [z stream, residual stream]; also returns the encoder-side state."""
+    def compress_planes(self, y_plane, uv_plane, q: int, latents: tuple | None = None) -> tuple[list[bytes], dict]:
+        """Code padded planes into [z stream, residual stream]; also returns the encoder-side state.
+        ``latents``: see ``encode_latents``."""
         if not 0 <= q < self.num_qualities:
             raise ValueError(f"quality must be in 0..{self.num_qualities - 1}, got {q}")
-        st = self.encode_latents(y_plane, uv_plane, q)
+        st = self.encode_latents(y_plane, uv_plane, q, latents)
         z_sym = st["z"] - self._z_symbols_offset()
         z_idx = torch.arange(self.cfg.z_channels).view(1, -1, 1, 1).expand_as(z_sym)
         coded = ~st["skip"]
@@ -322,7 +434,7 @@ class YUVCodec(CompressionModel):
         residual[~skip] = decode_symbols(streams[1], index[~skip], CdfTables(self.gaussian_conditional))
         r_y, r_uv = self._split(residual.float())
         decoded = {"y": r_y, "uv": r_uv}
-        _, yh, uvh, mean = self._reconstruct(z_int, gain, skip, lambda branch, mug: decoded[branch])
+        _, yh, uvh, mean = self._reconstruct(z_int, gain, (~skip).float(), lambda branch, mug: decoded[branch])
         return self.synthesize(yh, uvh, mean), {"residual": residual, "index": index}
 
     @torch.no_grad()

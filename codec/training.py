@@ -26,6 +26,9 @@ from tqdm import tqdm
 
 from .color import rgb_to_yuv420
 
+# The transforms only the encoder runs (TrainConfig.trainable="encoder" trains these alone).
+ENCODER_MODULES = ("analysis_y", "analysis_uv", "hyper_analysis", "pre_analysis", "post_analysis")
+
 
 @dataclass
 class TrainConfig:
@@ -43,8 +46,14 @@ class TrainConfig:
     channels_last: bool = False
     checkpoint_every_s: float = 300.0
     snapshot_every_s: float = 0.0  # >0: also keep weights every so often in RUN_DIR/snapshots (RD-vs-time curve)
+    max_seconds: float = 0.0       # >0: end the run (normally, weights exported) after this much training time
     log_every: int = 10
     seed: int = 0
+    detail: float = 0.0            # crop sampling that favours detail (CropDataset)
+    scales: tuple[float, ...] = (1.0,)   # random downscaling of the training photos (CropDataset)
+    rate: str = "noise"            # "coded": train on the coded rate (YUVCodec.forward); "noise": classic
+    rate_refresh: int = 100        # steps between rebuilds of the coded rate's tables
+    trainable: str = "all"         # "encoder": train only the analysis side (decoder and entropy models fixed)
     extra: dict = field(default_factory=dict)
 
 
@@ -62,7 +71,10 @@ def rd_loss(model, out: dict, y: torch.Tensor, uv: torch.Tensor, q: torch.Tensor
     mse_y = ((out["y"] - y) ** 2).mean(dim=(1, 2, 3))
     mse_uv = ((out["uv"] - uv) ** 2).mean(dim=(2, 3)).sum(1)
     mse = (6 * mse_y + mse_uv) / 8
-    bits = sum(-torch.log2(l.clamp_min(1e-9)).sum(dim=(1, 2, 3)) for l in out["likelihoods"].values())
+    if "bits" in out:  # the coded rate (value exact; see YUVCodec.forward)
+        bits = sum(b.sum(dim=(1, 2, 3)) for b in out["bits"].values())
+    else:
+        bits = sum(-torch.log2(l.clamp_min(1e-9)).sum(dim=(1, 2, 3)) for l in out["likelihoods"].values())
     bpp = bits / (h * w)
     lam = torch.tensor(model.cfg.lambdas, device=y.device)[q]
     loss = (lam * 255 ** 2 * mse + bpp).mean()
@@ -143,14 +155,20 @@ class Trainer:
             self.forward = DistributedDataParallel(model, find_unused_parameters=True)
             if cfg.batch % self.world:
                 raise ValueError(f"batch {cfg.batch} does not split over {self.world} processes")
-        params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+        if cfg.trainable == "encoder":
+            for n, p in model.named_parameters():
+                p.requires_grad_(n.split(".")[0] in ENCODER_MODULES or n.endswith("quantiles"))
+        elif cfg.trainable != "all":
+            raise ValueError(f"trainable must be 'all' or 'encoder', not {cfg.trainable!r}")
+        params = [p for n, p in model.named_parameters() if not n.endswith("quantiles") and p.requires_grad]
         if extra_modules is not None:
             params += list(extra_modules.parameters())
         self.extra_modules = extra_modules
         self.opt = torch.optim.Adam(params, lr=cfg.lr)
         self.aux_opt = torch.optim.Adam([p for n, p in model.named_parameters() if n.endswith("quantiles")],
                                         lr=1e-3)
-        data = CropDataset(images, crop_size=cfg.crop, count=cfg.crops_per_epoch)
+        data = CropDataset(images, crop_size=cfg.crop, count=cfg.crops_per_epoch, detail=cfg.detail,
+                           scales=tuple(cfg.scales))
         self.loader = DataLoader(data, batch_size=cfg.batch // self.world, shuffle=True, drop_last=True,
                                  num_workers=0)
         self.step = 0
@@ -225,7 +243,7 @@ class Trainer:
         on_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, self._stop) if on_main else None
         for rgb in self._batches():
-            if self.step >= cfg.steps or self.interrupted:
+            if self.step >= cfg.steps or self.interrupted or (cfg.max_seconds and time.time() - t0 > cfg.max_seconds):
                 break
             for g in self.opt.param_groups:
                 g["lr"] = lr_at(self.step, cfg)
@@ -233,8 +251,11 @@ class Trainer:
             if cfg.channels_last:
                 y, uv = y.contiguous(memory_format=torch.channels_last), uv.contiguous(memory_format=torch.channels_last)
             q = torch.randint(0, model.num_qualities, (rgb.shape[0],), generator=gen)
+            if cfg.rate != "noise" and self.step % cfg.rate_refresh == 0:
+                model.refresh_rate_tables()
+                model.train()
             with torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                out = self.forward(y, uv, q)
+                out = self.forward(y, uv, q, rate=cfg.rate)
             out = {k: (v.float() if torch.is_tensor(v) else v) for k, v in out.items()}
             parts = rd_loss(model, out, y, uv, q)
             loss = parts["loss"]

@@ -14,20 +14,20 @@ PROFILES = {
     # minutes on 2 CPU cores: `make distill` and tests
     "quick": dict(steps=600, batch=8, crop=128, lr=1e-3, warmup=50, crops_per_epoch=2000, log_every=10),
     # hours in the background: the shipped student weights
-    "full": dict(steps=200_000, batch=8, crop=128, lr=5e-4, warmup=500, crops_per_epoch=20_000, log_every=50,
-                 checkpoint_every_s=300, snapshot_every_s=1800),
+    "full": dict(steps=120_000, batch=8, crop=128, lr=5e-4, warmup=500, crops_per_epoch=20_000, log_every=50,
+                 checkpoint_every_s=300, snapshot_every_s=1800, detail=1.0, scales=(1.0, 0.75, 0.5)),
 }
 
 
 def distill(student_name: str, teacher_weights: str | Path | None, run_dir: str | Path, images: list,
             profile: str = "quick", kd: KDWeights | None = None, steps: int | None = None,
             threads: int = 0, out: str | Path | None = None, init: str | Path | None = None,
-            resume: bool = True, progress: bool = True, **speed) -> dict:
+            resume: bool = True, progress: bool = True, **overrides) -> dict:
     """Train ``student_name`` (RD loss + distillation terms unless ``kd`` is all zero or no teacher).
 
-    ``speed`` may set TrainConfig's bf16 / channels_last. Returns a summary with the final metrics and the
-    path of the exported weights."""
-    cfg = TrainConfig(**PROFILES[profile], threads=threads, **speed)
+    ``overrides`` set any other TrainConfig field (bf16, channels_last, rate, lr, ...) over the profile's.
+    Returns a summary with the final metrics and the path of the exported weights."""
+    cfg = TrainConfig(**{**PROFILES[profile], **overrides}, threads=threads)
     if steps:
         cfg.steps = steps
     kd = kd or KDWeights()

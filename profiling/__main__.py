@@ -70,23 +70,43 @@ def cmd_all(a) -> int:
 
     from . import profile_model
     from .chart import decoder_chart
+    from .effort import effort_rows
     from .profile import TEACHER
+    from .specs import resolve
 
     names = [TEACHER] + [n for n in list_models() if n != TEACHER]
     reports = [profile_model(n, a.height, a.width) for n in tqdm(names, desc="profiling", unit="model")]
+    efforts = {r.model: effort_rows(resolve(r.model).model, r) for r in tqdm(reports, desc="effort levels", unit="model")}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     chart = decoder_chart(reports, out / "budget_decoder.png")
     (out / "budget.json").write_text(json.dumps(
         {"picture": {"height": a.height, "width": a.width}, "budget_mac_per_px": a.budget,
-         "models": {r.model: r.to_dict() for r in reports}}, indent=2) + "\n")
-    (out / "budget.md").write_text(_summary_md(reports, a.budget, chart.name))
+         "models": {r.model: r.to_dict() for r in reports}, "effort_levels": efforts}, indent=2) + "\n")
+    (out / "budget.md").write_text(_summary_md(reports, a.budget, chart.name, efforts))
     for p in (out / "budget.md", out / "budget.json", chart):
         print(p)
     return 0
 
 
-def _summary_md(reports, budget: float, chart: str) -> str:
+def _effort_md(efforts: dict) -> list[str]:
+    lines = ["## Encoder effort levels", "",
+             "`python -m codec encode --effort slow|max` spends encoding time on refining one picture's latents "
+             "for the same decoder (`codec.refine`). Cost per iteration: one forward and one backward pass of "
+             "the decoder side to the latents, counted by torch's FlopCounterMode on a real iteration at this "
+             "picture size (masked convolutions dense: an upper bound). The challenge's 35x encoder budget holds "
+             "for `fast` only; the other levels are for users who choose to spend encode time.", "",
+             "| model | effort | iterations (cap) | kMAC/px per iteration | encoder kMAC/px | ratio enc vs teacher |",
+             "|---|---|---:|---:|---:|---:|"]
+    for model, rows in efforts.items():
+        for r in rows:
+            ratio = f"{r['ratio_vs_teacher']:.2f}x" if r["ratio_vs_teacher"] else ""
+            lines.append(f"| {model} | {r['level']} | {r['iterations']} | {r['kmac_per_iteration']:.2f} | "
+                         f"{r['encoder_kmac']:,.1f} | {ratio} |")
+    return lines + [""]
+
+
+def _summary_md(reports, budget: float, chart: str, efforts: dict | None = None) -> str:
     r0 = reports[0]
     lines = ["# Compute budget", "",
              f"kMAC per luma pixel at {r0.width}x{r0.height}, by the MAC convention of DESIGN.md. "
@@ -102,6 +122,8 @@ def _summary_md(reports, budget: float, chart: str) -> str:
                      f"{r.params('encoder'):,} | {r.params('decoder'):,} | {r.ratio('encoder'):.2f}x | "
                      f"{r.ratio('decoder'):.2f}x | {verdict} |")
     lines += ["", f"![decoder cost per module]({chart})", ""]
+    if efforts:
+        lines += _effort_md(efforts)
     return "\n".join(lines) + "\n" + "\n".join(r.to_markdown(level=2) for r in reports)
 
 

@@ -275,3 +275,26 @@ def test_deployment_table_rows(student, tmp_path, monkeypatch, capsys):
         assert main(argv) == 1
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and len(err.splitlines()) == 1, err
+
+
+def test_refined_stream_decodes_alike_in_torch_and_onnx(student, exported, eval_paths):
+    """A stream made with --effort (refined latents) is an ordinary stream: the torch-free ONNX decoder
+    (FP32 and INT8) reads it to the torch decoder's picture."""
+    from codec.refine import Effort, refine_latents
+    from codec.weights import model_id
+    from export.runtime import OnnxDecoder
+
+    img = np.ascontiguousarray(load_rgb(eval_paths[2])[:128, :128])
+    y, uv = pad_planes(to_tensor(img), student.cfg.multiple)
+    found = refine_latents(student, y, uv, 2, Effort("test", iterations=8, time_limit_s=60), size=(128, 128))
+    streams, _ = student.compress_planes(y, uv, 2, latents=found.latents)
+    data = bsf.pack(bsf.Bitstream(model_id(student), 2, 128, 128, tuple(streams)))
+    assert data != encode_image(student, img, 2)
+    ref = decode_image(student, data)
+    for int8 in (False, True):
+        got = OnnxDecoder(exported, int8=int8).decode(data).rgb
+        assert got.shape == ref.shape
+        if int8:
+            assert abs(psnr_rgb(img, got) - psnr_rgb(img, ref)) < 1.0
+        else:
+            assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1

@@ -1,0 +1,180 @@
+"""Encoder effort levels: spend encoding time to find latents that the same decoder codes in fewer bits.
+
+The amortized encoder (the analysis transforms) makes one guess per picture. With every weight fixed, the
+latent ``y`` (luma and chroma) and the hyper-latent ``z`` of one picture can be optimised for the exact
+rate-distortion cost of that picture (the approach of Campos et al. 2019 and Yang, Bamler & Mandt 2020,
+"Improving Inference for Neural Image Compression"), and the result is an ordinary bitstream: the decoder,
+the format and the weights do not change, so every decoder of these weights reads it.
+
+    effort   iterations  time limit (768x512, one core)   what it is for
+    fast     0           -                                 the challenge's encoder budget (the default)
+    slow     up to 80    50 s                              everyday archiving
+    max      up to 800   9 min                             publishing, benchmarks
+
+Each iteration is one differentiable pass of the coder (``YUVCodec.coded_pass``: skip, checkerboard
+context on decoded anchors, exact coded bits as the value with smooth gradients) and a backward pass.
+Schedule: the rate term's gradient first comes from uniform noise (a smooth proxy), then from the exact
+rounding (straight-through), with a decaying step; the distortion always sees exactly rounded latents.
+The best iterate by the exact objective is kept, so a refinement never returns worse latents than the
+encoder's own (it starts from them).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+from .color import rgb_to_yuv420, yuv420_to_rgb
+from .intnet import ste_round
+
+REFERENCE_PIXELS = 768 * 512       # the time limits are for a picture of this size and scale with area
+
+
+@dataclass(frozen=True)
+class Effort:
+    """How much encoding time to spend: an iteration cap and a time limit per REFERENCE_PIXELS."""
+
+    name: str
+    iterations: int
+    time_limit_s: float
+    lr: float = 0.1                # Adam step in quantisation steps of each element (gained latent)
+    noise_fraction: float = 0.6    # share of iterations whose rate gradient comes from uniform noise
+    exact_every: int = 5           # iterations between exact evaluations in the noise phase
+
+    def time_limit(self, pixels: int) -> float:
+        """Seconds allowed for a picture of ``pixels`` luma pixels."""
+        return self.time_limit_s * max(1.0, pixels / REFERENCE_PIXELS)
+
+
+EFFORTS: dict[str, Effort | None] = {
+    "fast": None,
+    "slow": Effort("slow", iterations=80, time_limit_s=50.0),
+    "max": Effort("max", iterations=800, time_limit_s=540.0, lr=0.05),
+}
+
+
+def effort_level(name: str) -> Effort | None:
+    """The effort level called ``name`` (None for fast); ValueError naming the levels otherwise."""
+    if name not in EFFORTS:
+        raise ValueError(f"unknown effort {name!r}; choose one of {', '.join(EFFORTS)}")
+    return EFFORTS[name]
+
+
+@contextlib.contextmanager
+def _frozen(model):
+    """Eval mode and no parameter gradients for the duration; restores both."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def rd_cost(model, out: dict, y_plane, uv_plane, q: int, size: tuple[int, int]) -> tuple[torch.Tensor, float, float]:
+    """(cost, bpp, PSNR-YUV) of a coded pass as the decoder delivers it: the picture's own area, turned
+    into 8-bit RGB (clamped, rounded straight-through) and back to YUV 4:2:0, the way the metrics read a
+    decoded file. Cost: the training loss, lambda_q * 255^2 * (6 MSE_Y + MSE_U + MSE_V) / 8 + bpp, with
+    bpp from the coded bits."""
+    h, w = size
+    hc, wc = (h + 1) // 2, (w + 1) // 2
+    rgb = yuv420_to_rgb(out["y"][..., :h, :w], out["uv"][..., :hc, :wc])
+    dec_y, dec_uv = rgb_to_yuv420(ste_round(rgb * 255) / 255)
+    mse_y = ((dec_y - y_plane[..., :h, :w]) ** 2).mean()
+    mse_uv = ((dec_uv - uv_plane[..., :hc, :wc]) ** 2).mean(dim=(0, 2, 3)).sum()
+    mse = (6 * mse_y + mse_uv) / 8
+    bpp = sum(b.sum() for b in out["bits"].values()) / (h * w)
+    cost = model.cfg.lambdas[q] * 255 ** 2 * mse + bpp
+    return cost, float(bpp.detach()), float(10 * torch.log10(1 / mse.detach().clamp_min(1e-10)))
+
+
+@dataclass
+class Refined:
+    """What a refinement found: the best (latent, hyper-latent) by the exact objective, to pass to
+    ``YUVCodec.compress_planes(..., latents=...)``; the iterations run, the seconds taken, one dict per
+    exact evaluation (iteration, seconds, cost, bpp, PSNR-YUV) and the best latents so far at each of the
+    requested ``keep_at`` iterations."""
+
+    latents: tuple[torch.Tensor, torch.Tensor]
+    iterations: int
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+    kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+
+def refine_latents(model, y_plane: torch.Tensor, uv_plane: torch.Tensor, q: int, effort: Effort,
+                   size: tuple[int, int] | None = None, progress: bool = False,
+                   keep_at: tuple[int, ...] = ()) -> Refined:
+    """Optimise one picture's (latent, hyper-latent) for rate point ``q`` with every weight fixed.
+
+    ``y_plane``/``uv_plane``: the padded planes the encoder codes; ``size``: the picture's own (h, w)
+    (default: the planes')."""
+    size = size or tuple(y_plane.shape[-2:])
+    history, kept = [], {}
+    qt = torch.tensor([q])
+    start = time.monotonic()
+    limit = effort.time_limit(size[0] * size[1])
+    with _frozen(model):
+        with torch.no_grad():
+            latent0 = model._analyse(y_plane, uv_plane)
+            z0 = model.hyper_analysis(latent0)
+            gain = model._gain(qt)[0]
+        # Optimise the gained latent, whose quantisation step is 1 in every channel.
+        target = (latent0 * gain).clone().requires_grad_(True)
+        z = z0.clone().requires_grad_(True)
+        opt = torch.optim.Adam([target, z], lr=effort.lr)
+        noise_iters = round(effort.noise_fraction * effort.iterations)
+
+        def exact(t, zz):
+            with torch.no_grad():
+                return rd_cost(model, model.coded_pass(t / gain, zz, qt, noisy=False), y_plane, uv_plane, q, size)
+
+        cost, bpp, psnr = exact(target, z)
+        best = (float(cost), latent0.clone(), z0.clone())
+        _record(history, 0, start, cost, bpp, psnr)
+        bar = tqdm(total=effort.iterations, desc=f"refine ({effort.name})", disable=not progress,
+                   dynamic_ncols=True, leave=False)
+        for it in range(1, effort.iterations + 1):
+            noisy = it <= noise_iters
+            for g in opt.param_groups:   # constant in the noise phase, cosine decay in the exact phase
+                frac = 0.0 if noisy else (it - noise_iters) / max(1, effort.iterations - noise_iters)
+                g["lr"] = effort.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+            out = model.coded_pass(target / gain, z, qt, noisy=noisy)
+            loss, bpp, psnr = rd_cost(model, out, y_plane, uv_plane, q, size)
+            if not noisy or it % effort.exact_every == 0:
+                # In the exact phase the loss is the exact cost of the current iterate; in the noise
+                # phase it is not, so the iterate is evaluated apart.
+                cost, bpp, psnr = (loss, bpp, psnr) if not noisy else exact(target, z)
+                _record(history, it, start, cost, bpp, psnr)
+                if float(cost.detach()) < best[0]:
+                    best = (float(cost.detach()), (target / gain).detach().clone(), z.detach().clone())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            bar.update(1)
+            bar.set_postfix(bpp=f"{bpp:.4f}", psnr=f"{psnr:.2f}")
+            if it in keep_at:
+                kept[it] = (best[1], best[2])
+            if time.monotonic() - start > limit:
+                break
+        bar.close()
+        cost, bpp, psnr = exact(target, z)
+        _record(history, it, start, cost, bpp, psnr)
+        if float(cost.detach()) < best[0]:
+            best = (float(cost.detach()), (target / gain).detach().clone(), z.detach().clone())
+    return Refined((best[1], best[2]), it, time.monotonic() - start, history, kept)
+
+
+def _record(history, it, start, cost, bpp, psnr) -> None:
+    if history is not None:
+        history.append({"iteration": it, "seconds": round(time.monotonic() - start, 3),
+                        "cost": float(cost.detach()), "bpp": bpp, "psnr_yuv": psnr})

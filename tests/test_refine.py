@@ -1,0 +1,95 @@
+"""Encoder effort levels (codec.refine): same bitstream format, fewer bits for the same decoder."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from codec import bitstream as bsf
+from codec.api import decode_image, encode_image, pad_planes
+from codec.color import rgb_to_yuv420, to_tensor
+from codec.data import load_rgb
+from codec.refine import EFFORTS, Effort, effort_level, refine_latents
+from codec.weights import load_model, model_id
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("student-1k")
+
+
+@pytest.fixture(scope="module")
+def picture(eval_paths):
+    return np.ascontiguousarray(load_rgb(eval_paths[0])[:128, :192])
+
+
+def _file_cost(model, rgb, data: bytes, q: int) -> float:
+    """The objective measured on a real file: lambda * 255^2 * (6 MSE_Y + MSE_U + MSE_V) / 8 + bpp."""
+    (ry, ruv), (ty, tuv) = (rgb_to_yuv420(to_tensor(a)) for a in (rgb, decode_image(model, data)))
+    mse = (6 * ((ry - ty) ** 2).mean() + ((ruv - tuv) ** 2).mean(dim=(0, 2, 3)).sum()) / 8
+    return model.cfg.lambdas[q] * 255 ** 2 * float(mse) + len(data) * 8 / (rgb.shape[0] * rgb.shape[1])
+
+
+def test_fast_is_the_amortized_encoder(model, picture):
+    default = encode_image(model, picture, 2)
+    assert encode_image(model, picture, 2, effort="fast") == default
+    y, uv = pad_planes(to_tensor(picture), model.cfg.multiple)
+    streams, _ = model.compress_planes(y, uv, 2)
+    assert bsf.unpack(default).streams == tuple(streams)
+
+
+def test_refinement_lowers_the_exact_cost_of_the_real_file(model, picture):
+    q = 3
+    y, uv = pad_planes(to_tensor(picture), model.cfg.multiple)
+    found = refine_latents(model, y, uv, q, Effort("test", iterations=20, time_limit_s=120), size=picture.shape[:2])
+    costs = [h["cost"] for h in found.history]
+    assert min(costs) < 0.97 * costs[0]
+    streams, _ = model.compress_planes(y, uv, q, latents=found.latents)
+    refined = bsf.pack(bsf.Bitstream(model_id(model), q, *picture.shape[:2], tuple(streams)))
+    fast = encode_image(model, picture, q)
+    assert _file_cost(model, picture, refined, q) < 0.98 * _file_cost(model, picture, fast, q)
+    assert all(not p.requires_grad for p in model.parameters()) or model.training is False
+
+
+def test_refinement_keeps_the_model_untouched(model, picture):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = [p.requires_grad for p in model.parameters()]
+    encode_image(model, picture, 1, effort="slow")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert flags == [p.requires_grad for p in model.parameters()]
+
+
+def test_refinement_never_returns_worse_than_the_encoder(model, picture):
+    """The best iterate by the exact objective starts at the encoder's own latents."""
+    y, uv = pad_planes(to_tensor(picture), model.cfg.multiple)
+    found = refine_latents(model, y, uv, 0, Effort("one", iterations=1, time_limit_s=60, lr=50.0),
+                           size=picture.shape[:2])
+    assert found.history[-1]["cost"] >= min(h["cost"] for h in found.history)
+    with torch.no_grad():
+        latent = model._analyse(y, uv)
+    best = min(h["cost"] for h in found.history)
+    assert best <= found.history[0]["cost"]
+    if best == found.history[0]["cost"]:
+        assert torch.equal(found.latents[0], latent)
+
+
+def test_effort_levels_and_bad_names():
+    assert effort_level("fast") is None
+    assert EFFORTS["slow"].iterations < EFFORTS["max"].iterations
+    assert EFFORTS["slow"].time_limit(768 * 512) <= 60 and EFFORTS["max"].time_limit(768 * 512) <= 600
+    with pytest.raises(ValueError, match="unknown effort 'turbo'"):
+        effort_level("turbo")
+
+
+def test_cli_bad_effort_is_one_line(eval_paths, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "codec", "encode", str(eval_paths[0]), "-o", str(tmp_path / "a.bin"),
+                        "--model", "student-1k", "--effort", "turbo"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode != 0
+    assert r.stderr.strip().count("\n") == 0 and "unknown effort 'turbo'" in r.stderr
+    assert not (tmp_path / "a.bin").exists()
