@@ -111,6 +111,14 @@ def cmd_effort(args) -> None:
     print((Path(args.out) / "effort.md").read_text())
 
 
+def cmd_recipe(args) -> None:
+    """Fine-tune and measure the training recipe's variants; write results/recipe.{json,md}."""
+    from .recipe import VARIANTS, run
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else list(VARIANTS)
+    run(variants, args.steps, args.lr, args.init, Path(args.out), Path(args.run_root), progress=not args.quiet)
+    print((Path(args.out) / "recipe.md").read_text())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark command line; return the exit status."""
     parser = _Parser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
@@ -156,11 +164,20 @@ def main(argv: list[str] | None = None) -> int:
     ef.add_argument("--data", default=None, help="evaluation image folder (default: data/eval)")
     ef.add_argument("--out", default="results", help="results folder (default: results)")
     ef.add_argument("--quiet", action="store_true", help="no progress bar")
+    rc = sub.add_parser("recipe", help="the training recipe's changes, one at a time (results/recipe.md)")
+    rc.add_argument("--variants", default=None, help="comma-separated variants (default: all; see benchmarks.recipe)")
+    rc.add_argument("--steps", type=int, default=2000, help="fine-tuning steps of every variant (default: 2000)")
+    rc.add_argument("--lr", type=float, default=2e-4, help="peak learning rate, cosine decay (default: 2e-4)")
+    rc.add_argument("--init", default="weights/student-2k.safetensors", help="starting weights")
+    rc.add_argument("--run-root", default="runs/recipe", help="training runs (default: runs/recipe)")
+    rc.add_argument("--out", default="results", help="results folder (default: results)")
+    rc.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     args.argv = argv
     try:
         {"rd": cmd_rd, "report": cmd_report, "train-speed": cmd_train_speed,
-         "ablation": cmd_ablation, "effort": cmd_effort}[args.command](args)
+         "ablation": cmd_ablation, "effort": cmd_effort,
+         "recipe": cmd_recipe}[args.command](args)
     except (ImageError, ValueError, RuntimeError, CodecError, OSError) as exc:
         from codec.cli_util import fail
         return fail(exc)

@@ -263,7 +263,7 @@ class YUVCodec(CompressionModel):
         index_c = torch.clamp(index, min=skip_at)
         symbols = torch.round(target - mug).detach()
         with fp32_region(target):  # noisy: the classic proxy; else at the coded value, straight-through
-            values = target + torch.rand_like(target) - 0.5 if noisy else ste_round(target - mug) + mug
+            values = target + torch.rand_like(target) - 0.5 if noisy else rounding(target - mug) + mug
             lik = self.gaussian_conditional._likelihood(values, SCALE_MIN * torch.exp(LOG_STEP * index_c), mug)
         bits = gate * straight_through(self._symbol_cost("gaussian_conditional")(symbols, index_c.detach()),
                                        proxy_bits(lik))

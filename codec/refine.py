@@ -44,6 +44,7 @@ class Effort:
     lr: float = 0.1                # Adam step in quantisation steps of each element (gained latent)
     noise_fraction: float = 0.6    # share of iterations whose rate gradient comes from uniform noise
     exact_every: int = 5           # iterations between exact evaluations in the noise phase
+    schedule: str = "noise"        # "noise": noise then straight-through; "sga": stochastic Gumbel annealing
 
     def time_limit(self, pixels: int) -> float:
         """Seconds allowed for a picture of ``pixels`` luma pixels."""
@@ -52,7 +53,7 @@ class Effort:
 
 EFFORTS: dict[str, Effort | None] = {
     "fast": None,
-    "slow": Effort("slow", iterations=80, time_limit_s=50.0),
+    "slow": Effort("slow", iterations=80, time_limit_s=50.0, lr=0.05, noise_fraction=0.9),
     "max": Effort("max", iterations=800, time_limit_s=540.0, lr=0.05),
 }
 
@@ -111,6 +112,16 @@ class Refined:
     kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
+def sga_round(x: torch.Tensor, tau: float) -> torch.Tensor:
+    """Stochastic Gumbel annealing (Yang, Bamler & Mandt 2020): a soft, random choice between floor and
+    ceil whose odds grow with closeness; tends to hard rounding as ``tau`` -> 0."""
+    lo = torch.floor(x)
+    frac = (x - lo).clamp(1e-4, 1 - 1e-4)
+    logits = torch.stack((-torch.atanh(frac), -torch.atanh(1 - frac)), -1) / tau
+    weight = torch.nn.functional.gumbel_softmax(logits, tau=tau, hard=False)[..., 1]
+    return lo + weight
+
+
 def refine_latents(model, y_plane: torch.Tensor, uv_plane: torch.Tensor, q: int, effort: Effort,
                    size: tuple[int, int] | None = None, progress: bool = False,
                    keep_at: tuple[int, ...] = ()) -> Refined:
@@ -148,7 +159,11 @@ def refine_latents(model, y_plane: torch.Tensor, uv_plane: torch.Tensor, q: int,
             for g in opt.param_groups:   # constant in the noise phase, cosine decay in the exact phase
                 frac = 0.0 if noisy else (it - noise_iters) / max(1, effort.iterations - noise_iters)
                 g["lr"] = effort.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-            out = model.coded_pass(target / gain, z, qt, noisy=noisy)
+            if effort.schedule == "sga" and noisy:
+                tau = max(0.5 * math.exp(-4.0 * it / max(1, noise_iters)), 0.02)
+                out = model.coded_pass(target / gain, z, qt, noisy=False, rounding=lambda v: sga_round(v, tau))
+            else:
+                out = model.coded_pass(target / gain, z, qt, noisy=noisy)
             loss, bpp, psnr = rd_cost(model, out, y_plane, uv_plane, q, size)
             if not noisy or it % effort.exact_every == 0:
                 # In the exact phase the loss is the exact cost of the current iterate; in the noise

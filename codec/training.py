@@ -7,6 +7,7 @@ with ``torch.load(weights_only=True)``; a run resumes from its checkpoint after 
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -47,6 +48,8 @@ class TrainConfig:
     checkpoint_every_s: float = 300.0
     snapshot_every_s: float = 0.0  # >0: also keep weights every so often in RUN_DIR/snapshots (RD-vs-time curve)
     max_seconds: float = 0.0       # >0: end the run (normally, weights exported) after this much training time
+    ema: float = 0.0               # >0: keep an exponential moving average of the weights (decay per step);
+                                   # snapshots and exported weights are the average
     log_every: int = 10
     seed: int = 0
     detail: float = 0.0            # crop sampling that favours detail (CropDataset)
@@ -174,6 +177,35 @@ class Trainer:
         self.step = 0
         self.train_s = 0.0         # wall seconds of training over every resumed segment
         self.ckpt = self.run_dir / "checkpoint.pt"
+        self.ema = self._fresh_ema() if cfg.ema else None
+
+    def _fresh_ema(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in self.model.named_parameters()}
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        # Short runs average over their own length: the decay ramps up as (1 + t) / (10 + t).
+        decay = min(self.cfg.ema, (1 + self.step) / (10 + self.step))
+        for n, p in self.model.named_parameters():
+            self.ema[n].lerp_(p.detach(), 1 - decay)
+
+    @contextlib.contextmanager
+    def averaged(self):
+        """The model holds the averaged weights inside this block (a no-op without ``cfg.ema``)."""
+        if self.ema is None:
+            yield self.model
+            return
+        params = dict(self.model.named_parameters())
+        raw = {n: p.detach().clone() for n, p in params.items()}
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(self.ema[n])
+        try:
+            yield self.model
+        finally:
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(raw[n])
 
     def state(self) -> dict:
         """Everything needed to resume, as tensors and numbers only."""
@@ -182,6 +214,8 @@ class Trainer:
              "train_s": self.train_s}
         if self.extra_modules is not None:
             s["extra"] = self.extra_modules.state_dict()
+        if self.ema is not None:
+            s["ema"] = self.ema
         return s
 
     def save(self) -> None:
@@ -202,6 +236,8 @@ class Trainer:
                 self.extra_modules.load_state_dict(s["extra"])
             self.step = int(s["step"])
             self.train_s = checkpoint_train_seconds(s, self.run_dir)
+            if self.ema is not None:  # a checkpoint without an average starts it from its weights
+                self.ema = {n: t.clone() for n, t in s["ema"].items()} if "ema" in s else self._fresh_ema()
             torch.set_rng_state(s["rng"])
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"checkpoint {self.ckpt} does not fit this run: {_first_line(e)}") from None
@@ -276,6 +312,8 @@ class Trainer:
             if self.world > 1:
                 self._sync_grads(p for g in self.aux_opt.param_groups for p in g["params"])
             self.aux_opt.step()
+            if self.ema is not None:
+                self._update_ema()
             self.step += 1
             for k in ("loss", "bpp", "psnr_yuv"):
                 acc[k] += float(parts[k] if k != "loss" else loss.detach())
@@ -317,8 +355,9 @@ class Trainer:
             return None
         out = self.run_dir / "snapshots" / f"step-{self.step:07d}.safetensors"
         out.parent.mkdir(exist_ok=True)
-        export_trained(self.model, self.run_dir, out, self.step, train_s=self.train_s,
-                       threads=torch.get_num_threads())
+        with self.averaged():
+            export_trained(self.model, self.run_dir, out, self.step, train_s=self.train_s,
+                           threads=torch.get_num_threads())
         self.model.train()
         return out
 
@@ -403,6 +442,8 @@ def continue_from(trainer: "Trainer", weights: str | Path) -> bool:
     if trainer.step or not weights.is_file():
         return False
     load_weights(trainer.model, weights)
+    if trainer.ema is not None:
+        trainer.ema = trainer._fresh_ema()
     meta = weights_metadata(weights)
     trainer.step = int(meta.get("step", 0))
     trainer.train_s = float(meta.get("train_s", 0.0))

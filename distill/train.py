@@ -15,7 +15,7 @@ PROFILES = {
     "quick": dict(steps=600, batch=8, crop=128, lr=1e-3, warmup=50, crops_per_epoch=2000, log_every=10),
     # hours in the background: the shipped student weights
     "full": dict(steps=120_000, batch=8, crop=128, lr=5e-4, warmup=500, crops_per_epoch=20_000, log_every=50,
-                 checkpoint_every_s=300, snapshot_every_s=1800, detail=1.0, scales=(1.0, 0.75, 0.5)),
+                 checkpoint_every_s=300, snapshot_every_s=1800, detail=1.0, scales=(1.0, 0.75, 0.5), ema=0.999),
 }
 
 
@@ -50,7 +50,8 @@ def distill(student_name: str, teacher_weights: str | Path | None, run_dir: str 
     summary["interrupted"] = trainer.interrupted
     if dist_info()[0] == 0 and not trainer.interrupted:
         out = Path(out) if out else Path(run_dir) / f"{student_name}.safetensors"
-        export_trained(student, run_dir, out, trainer.step, train_s=round(trainer.train_s, 1))
+        with trainer.averaged():
+            export_trained(student, run_dir, out, trainer.step, train_s=round(trainer.train_s, 1))
         plot_log(run_dir)
         summary["weights"] = str(out)
     return summary

@@ -82,7 +82,8 @@ def _train(a) -> int:
         return 0
     out = Path(a.out) if a.out else (shipped_weights("teacher") if a.profile == "full"
                                      else run_dir / "teacher.safetensors")
-    export_trained(model, run_dir, out, trainer.step, train_s=round(trainer.train_s, 1))
+    with trainer.averaged():
+        export_trained(model, run_dir, out, trainer.step, train_s=round(trainer.train_s, 1))
     plot_log(run_dir)
     print(f"teacher trained to step {trainer.step}: {metrics}; weights -> {out}")
     return 0
