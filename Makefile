@@ -80,3 +80,38 @@ curve: venv data
 
 clean:
 	rm -rf runs results/tmp .pytest_cache
+
+# A GPU burst (docs/gpu.md). Here: `make gpu-pack` (training tiles, gpu/crops.npz, <= 18 MiB, and the wheels
+# the GPU machine's python3 lacks, gpu/wheels); there: `make gpu PY=python3 OUT=$OUT` (teacher MINUTES from the
+# shipped weights, then GPU_STUDENT distilled from it in what is left of BUDGET minutes; GPU_ARGS: more flags of
+# `python -m distill.gpu run`, e.g. --batch 64); back here: `python -m distill.gpu unpack DIR`.
+# `make gpu DRY=1 OUT=DIR` rehearses it all on the CPU and unpacks into GPU_DRY_WEIGHTS (about 2 minutes).
+.PHONY: gpu gpu-pack gpu-wheels
+GPU_PACK ?= gpu/crops.npz
+GPU_WHEELS ?= gpu/wheels
+GPU_PYVER ?= 3.12
+GPU_WHEEL_PINS ?= compressai==1.2.8 pytorch-msssim==1.0.0 einops==0.8.2 tqdm==4.70.1 safetensors==0.8.0
+GPU_WHEEL_EXTRA ?=
+MINUTES ?= 8
+BUDGET ?= 9.5
+GPU_STUDENT ?= student-2k
+GPU_ARGS ?=
+OUT ?= runs/gpu-out
+GPU_DRY_WEIGHTS ?= runs/gpu-dry/weights
+
+gpu-wheels: venv
+	$(PYTHON) -m pip download -q --only-binary=:all: --no-deps --python-version $(GPU_PYVER) --implementation cp \
+		--platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -d $(GPU_WHEELS) $(GPU_WHEEL_PINS) $(GPU_WHEEL_EXTRA)
+
+$(GPU_PACK): | venv data
+	$(PYTHON) -m distill.gpu pack --out $@
+
+gpu-pack: venv data gpu-wheels
+	$(PYTHON) -m distill.gpu pack --out $(GPU_PACK)
+
+gpu: $(if $(DRY),venv data $(GPU_PACK))
+	$(if $(DRY),$(PYTHON),$(PY)) -m distill.gpu run --out $(OUT) --pack $(GPU_PACK) --wheels $(GPU_WHEELS) \
+		--student $(GPU_STUDENT) $(if $(DRY),--dry,--minutes $(MINUTES) --budget $(BUDGET)) $(GPU_ARGS)
+	$(if $(DRY),$(PYTHON) -m distill.gpu check $(OUT))
+	$(if $(DRY),$(PYTHON) -m distill.gpu unpack $(OUT) --into $(GPU_DRY_WEIGHTS) --verify)

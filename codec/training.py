@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .color import rgb_to_yuv420
@@ -129,7 +129,8 @@ def dist_info() -> tuple[int, int]:
 
 
 class Trainer:
-    """Trains a YUVCodec on random crops; ``extra_loss(out, y, uv, q) -> (tensor, dict)`` adds terms.
+    """Trains a YUVCodec on random crops of ``images`` (paths, or a Dataset of crops);
+    ``extra_loss(out, y, uv, q) -> (tensor, dict)`` adds terms.
 
     Under torchrun (WORLD_SIZE > 1) it runs DistributedDataParallel (gloo on CPU, nccl on GPU): the
     global batch stays ``cfg.batch`` (split over ranks) so results mean the same as in one process;
@@ -170,8 +171,11 @@ class Trainer:
         self.opt = torch.optim.Adam(params, lr=cfg.lr)
         self.aux_opt = torch.optim.Adam([p for n, p in model.named_parameters() if n.endswith("quantiles")],
                                         lr=1e-3)
-        data = CropDataset(images, crop_size=cfg.crop, count=cfg.crops_per_epoch, detail=cfg.detail,
-                           scales=tuple(cfg.scales))
+        if isinstance(images, Dataset):  # a ready source of 3xSxS crops (e.g. packed tiles)
+            data = images
+        else:
+            data = CropDataset(images, crop_size=cfg.crop, count=cfg.crops_per_epoch, detail=cfg.detail,
+                               scales=tuple(cfg.scales))
         self.loader = DataLoader(data, batch_size=cfg.batch // self.world, shuffle=True, drop_last=True,
                                  num_workers=0)
         self.step = 0

@@ -2,6 +2,7 @@
 
     python -m distill --teacher weights/teacher.safetensors --student student-2k [--profile quick|full]
     torchrun --nproc_per_node=2 -m distill ...      (DistributedDataParallel, gloo on CPU)
+    python -m distill --teacher compressai:mbt2018-mean:6[:PATH] ...   (a CompressAI model as the teacher)
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m distill", description="Distil a student codec from the teacher.")
     p.add_argument("--student", default="student-2k", help="student preset")
-    p.add_argument("--teacher", default="weights/teacher.safetensors", help="teacher weights (.safetensors)")
+    p.add_argument("--teacher", default="weights/teacher.safetensors",
+                   help="teacher weights (.safetensors), or a CompressAI model: compressai:NAME:QUALITY[:PATH] "
+                        "(zoo weights, or a local state dict; output and latent KD only)")
     p.add_argument("--profile", choices=("quick", "full"), default="quick")
     p.add_argument("--steps", type=int, help="override the profile's step count")
     p.add_argument("--data", help="folder of training images (default: data/train)")

@@ -4,13 +4,19 @@
 - latent:  the student's quantised latent, through a learned 1x1 projection, toward the teacher's;
 - entropy: the student's mean and scale index, through learned 1x1 projections, toward the teacher's.
 The projections exist only in training; they are not part of the student that ships.
+
+A teacher may also be any module with the same call (``teacher(y, uv, q)`` -> dict) that says which terms it
+supports in ``kd_terms`` (distill.teachers.ForeignTeacher, a CompressAI model: output and latent only); the
+terms it lacks are switched off with a note on stderr, and a latent on another grid is resized to it.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import sys
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from codec.model import SCALE_LEVELS
 
@@ -35,13 +41,35 @@ class Distiller(nn.Module):
         self.teacher = [teacher.eval()]  # a list keeps the teacher out of this module's parameters
         for p in teacher.parameters():
             p.requires_grad_(False)
-        self.w = weights
+        self.w, self.notes = weights, []
+        supported = getattr(teacher, "kd_terms", ("output", "latent", "entropy"))
+        off = [k for k, v in asdict(weights).items() if v > 0 and k not in supported]
+        if off:
+            self.w = replace(weights, **{k: 0.0 for k in off})
+            self.note(f"{' and '.join(off)} distillation off: the teacher ({getattr(teacher, 'name', 'model')}) "
+                      f"has no {' or '.join(off)} outputs")
         s_ch = student.cfg.y_channels + student.cfg.uv_channels
         t_ch = teacher.cfg.y_channels + teacher.cfg.uv_channels
         self.latent_proj = nn.Conv2d(s_ch, t_ch, 1)
         self.mean_proj = nn.Conv2d(s_ch, t_ch, 1)
         self.scale_proj = nn.Conv2d(s_ch, t_ch, 1)
-        self.lambdas = torch.tensor(student.cfg.lambdas)
+        self.register_buffer("lambdas", torch.tensor(student.cfg.lambdas), persistent=False)
+
+    def note(self, text: str) -> None:
+        """Say once, on stderr (rank 0), what this distillation does differently."""
+        if text not in self.notes:
+            self.notes.append(text)
+            from codec.training import dist_info
+            if dist_info()[0] == 0:
+                print(f"note: {text}", file=sys.stderr)
+
+    def _latent_target(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The projected student latent on the teacher latent's grid (resized when the grids differ)."""
+        if pred.shape[-2:] == target.shape[-2:]:
+            return pred
+        self.note(f"latent distillation resizes the student's {tuple(pred.shape[-2:])} latent grid to the "
+                  f"teacher's {tuple(target.shape[-2:])}")
+        return F.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=False)
 
     @staticmethod
     def _normalised_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -57,7 +85,8 @@ class Distiller(nn.Module):
                     + ((out["uv"] - t["uv"]) ** 2).mean(dim=(2, 3)).sum(1)) / 8)
             parts["output"] = self.w.output * (self.lambdas[q] * 255 ** 2 * mse).mean()
         if self.w.latent > 0:
-            parts["latent"] = self.w.latent * self._normalised_mse(self.latent_proj(out["latent_hat"]), t["latent_hat"])
+            pred = self._latent_target(self.latent_proj(out["latent_hat"]), t["latent_hat"])
+            parts["latent"] = self.w.latent * self._normalised_mse(pred, t["latent_hat"])
         if self.w.entropy > 0:
             parts["entropy"] = self.w.entropy * (
                 self._normalised_mse(self.mean_proj(out["mean"]), t["mean"])

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from codec.registry import create_model
 from codec.training import TrainConfig, Trainer, continue_from, dist_info, export_trained, plot_log
-from codec.weights import load_model, load_weights, shipped_weights
+from codec.weights import load_weights, shipped_weights
 
 from .losses import Distiller, KDWeights
+from .teachers import load_teacher
 
 PROFILES = {
     # minutes on 2 CPU cores: `make distill` and tests
@@ -38,7 +39,7 @@ def distill(student_name: str, teacher_weights: str | Path | None, run_dir: str 
     if kd.enabled():
         if not teacher_weights:
             raise ValueError("distillation needs --teacher weights (or switch every term off with --no-kd)")
-        distiller = Distiller(load_model(str(teacher_weights)), student, kd)
+        distiller = Distiller(load_teacher(teacher_weights), student, kd)
     trainer = Trainer(student, cfg, run_dir, images, extra_loss=distiller, extra_modules=distiller)
     resumed = resume and trainer.resume()
     if not resumed and resume and profile == "full" and not init:
