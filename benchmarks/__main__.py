@@ -119,6 +119,24 @@ def cmd_recipe(args) -> None:
     print((Path(args.out) / "recipe.md").read_text())
 
 
+def cmd_rate_check(args) -> None:
+    """Training rate term against the real files' bits; write results/rate_check.{json,md}."""
+    import torch
+
+    from .rate_check import measure, write
+    torch.set_num_threads(1)
+    argv = args.argv if args.argv is not None else sys.argv[1:]
+    rows = measure(args.model, eval_images(args.data)[: args.images])
+    for path in write(args.model, rows, Path(args.out), "python -m benchmarks " + shlex.join(argv)):
+        print(f"wrote {path}")
+
+
+def cmd_speed(args) -> None:
+    """Decode speed and memory against the classical decoders; write results/speed.{md,json}."""
+    from .speed import main_args
+    main_args(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark command line; return the exit status."""
     parser = _Parser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
@@ -172,12 +190,19 @@ def main(argv: list[str] | None = None) -> int:
     rc.add_argument("--run-root", default="runs/recipe", help="training runs (default: runs/recipe)")
     rc.add_argument("--out", default="results", help="results folder (default: results)")
     rc.add_argument("--quiet", action="store_true", help="no progress bars")
+    rk = sub.add_parser("rate-check", help="training rate term vs the real files' bits (results/rate_check.md)")
+    rk.add_argument("--model", default="student-2k", help="model (default: student-2k)")
+    rk.add_argument("--images", type=int, default=None, help="use only the first N evaluation images")
+    rk.add_argument("--data", default=None, help="evaluation image folder (default: data/eval)")
+    rk.add_argument("--out", default="results", help="results folder (default: results)")
+    from .speed import add_parser as add_speed_parser
+    add_speed_parser(sub)
     args = parser.parse_args(argv)
     args.argv = argv
     try:
         {"rd": cmd_rd, "report": cmd_report, "train-speed": cmd_train_speed,
          "ablation": cmd_ablation, "effort": cmd_effort,
-         "recipe": cmd_recipe}[args.command](args)
+         "recipe": cmd_recipe, "rate-check": cmd_rate_check, "speed": cmd_speed}[args.command](args)
     except (ImageError, ValueError, RuntimeError, CodecError, OSError) as exc:
         from codec.cli_util import fail
         return fail(exc)

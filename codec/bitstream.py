@@ -47,6 +47,11 @@ class Bitstream:
     streams: tuple[bytes, ...]
 
 
+def overhead_bytes(streams: int = 2) -> int:
+    """Bytes a file spends outside its coded streams: header, stream lengths and CRC."""
+    return _HEAD.size + 4 * streams + 4
+
+
 def check_size(height: int, width: int) -> None:
     """Raise BitstreamError if a picture size is outside the supported limits."""
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):

@@ -157,7 +157,8 @@ class YUVCodec(CompressionModel):
         applied, context on decoded anchors) and, in ``out["bits"]``, the bits the rANS coder would
         spend (value exact, gradient from the noisy likelihoods; skip through a soft gate);
         ``rate="coded-ste"`` takes the rate's gradient at the coded (rounded) values instead.
-        ``rate="noise"`` is the classic pass: every element coded, uniform noise for the rates."""
+        ``rate="noise"`` is the classic pass: every element coded, uniform noise for the rates; in training
+        its rate term's value is still the coded bits (``out["bits"]``), with the classic gradient."""
         if rate not in RATE_MODES:
             raise ValueError(f"rate must be one of {RATE_MODES}, got {rate!r}")
         if isinstance(q, int):
@@ -238,10 +239,26 @@ class YUVCodec(CompressionModel):
         mu_uv = _shifted(self.fusion_uv(hu, self.context_uv(noisy_uv * anchor) * (1 - anchor), yh), o_uv)
         uvh, lik_uv = self._quantize(luv, mu_uv, g_uv, s_uv, k_uv)
 
-        out = self._decode_latents(torch.cat((yh, uvh), 1), torch.cat((mu_y, mu_uv), 1))
+        mean = torch.cat((mu_y, mu_uv), 1)
+        out = self._decode_latents(torch.cat((yh, uvh), 1), mean)
         out["likelihoods"] = {"z": z_lik, "y": lik_y, "uv": lik_uv}
         out["scale_index"] = index
+        if self.training:
+            # The rate term's value is what the coder would spend on these symbols (skip applied); its
+            # gradient stays the classic one (noise, every element): measure exactly, train smoothly.
+            index_r = index.detach()
+            symbols = torch.round(latent.detach() * gain - mean.detach() * gain)
+            exact = self._symbol_cost("gaussian_conditional")(symbols, index_r) * (index_r >= self.cfg.skip_index)
+            lik = torch.cat((lik_y, lik_uv), 1)
+            bits = straight_through(exact, -torch.log2(lik.clamp_min(1e-9)))
+            out["bits"] = {"z": self._z_bits(z_hat, z_lik), **dict(zip(("y", "uv"), self._split(bits)))}
         return out
+
+    def _z_bits(self, z_hat, z_lik):
+        """Per-element bits of the hyper-latent: the coder's as value, the likelihoods' gradient."""
+        z_sym = torch.round(z_hat.detach()).long() - self._z_symbols_offset().to(z_hat.device)
+        z_idx = torch.arange(self.cfg.z_channels, device=z_hat.device).view(1, -1, 1, 1).expand_as(z_sym)
+        return straight_through(self._symbol_cost("entropy_bottleneck")(z_sym, z_idx), proxy_bits(z_lik))
 
     def _forward_coded(self, latent, z_hat, z_lik, gain, index, noisy, rounding):
         skip_at = self.cfg.skip_index
@@ -267,11 +284,8 @@ class YUVCodec(CompressionModel):
             lik = self.gaussian_conditional._likelihood(values, SCALE_MIN * torch.exp(LOG_STEP * index_c), mug)
         bits = gate * straight_through(self._symbol_cost("gaussian_conditional")(symbols, index_c.detach()),
                                        proxy_bits(lik))
-        z_sym = torch.round(z_hat.detach()).long() - self._z_symbols_offset().to(z_hat.device)
-        z_idx = torch.arange(self.cfg.z_channels, device=z_hat.device).view(1, -1, 1, 1).expand_as(z_sym)
-        z_bits = straight_through(self._symbol_cost("entropy_bottleneck")(z_sym, z_idx), proxy_bits(z_lik))
         b_y, b_uv = self._split(bits)
-        out["bits"] = {"z": z_bits, "y": b_y, "uv": b_uv}
+        out["bits"] = {"z": self._z_bits(z_hat, z_lik), "y": b_y, "uv": b_uv}
         out["likelihoods"] = {"z": z_lik, "y": lik[:, : self.cfg.y_channels], "uv": lik[:, self.cfg.y_channels:]}
         out["coded_fraction"] = coded.mean().detach()
         return out

@@ -54,7 +54,7 @@ class TrainConfig:
     seed: int = 0
     detail: float = 0.0            # crop sampling that favours detail (CropDataset)
     scales: tuple[float, ...] = (1.0,)   # random downscaling of the training photos (CropDataset)
-    rate: str = "noise"            # "coded": train on the coded rate (YUVCodec.forward); "noise": classic
+    rate: str = "noise"            # gradients of the rate term (YUVCodec.forward): "noise", "coded", "coded-ste"
     rate_refresh: int = 100        # steps between rebuilds of the coded rate's tables
     trainable: str = "all"         # "encoder": train only the analysis side (decoder and entropy models fixed)
     extra: dict = field(default_factory=dict)
@@ -291,7 +291,7 @@ class Trainer:
             if cfg.channels_last:
                 y, uv = y.contiguous(memory_format=torch.channels_last), uv.contiguous(memory_format=torch.channels_last)
             q = torch.randint(0, model.num_qualities, (rgb.shape[0],), generator=gen)
-            if cfg.rate != "noise" and self.step % cfg.rate_refresh == 0:
+            if self.step % cfg.rate_refresh == 0:
                 model.refresh_rate_tables()
                 model.train()
             with torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
