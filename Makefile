@@ -25,8 +25,10 @@ data: venv
 test: venv data
 	$(PYTHON) -m pytest
 
+# The quick profile self-distils the shipped student (FROM=scratch: train from random weights; the full
+# profile's default); ends with one screen, also runs/pipeline-PROFILE/summary.md and summary.json.
 distill: venv data
-	$(PYTHON) -m distill.pipeline --profile $(PROFILE) --student $(STUDENT)
+	$(PYTHON) -m distill.pipeline --profile $(PROFILE) --student $(STUDENT) $(if $(FROM),--from $(FROM))
 
 report: venv
 	$(PYTHON) -m profiling all --out reports
