@@ -117,3 +117,11 @@ gpu: $(if $(DRY),venv data $(GPU_PACK))
 		--student $(GPU_STUDENT) $(if $(DRY),--dry,--minutes $(MINUTES) --budget $(BUDGET)) $(GPU_ARGS)
 	$(if $(DRY),$(PYTHON) -m distill.gpu check $(OUT))
 	$(if $(DRY),$(PYTHON) -m distill.gpu unpack $(OUT) --into $(GPU_DRY_WEIGHTS) --verify)
+
+# Where one decode's time goes, phase by phase and op by op, before/after (results/decode_profile.md), and the
+# decoders' speed and peak memory next to djpeg, dwebp, avifdec, djxl and opj_decompress (results/speed.md).
+.PHONY: decode-profile decode-speed
+decode-profile: venv data
+	$(PYTHON) -m export.profile $(if $(wildcard results/decode_profile_before.json),--before results/decode_profile_before.json)
+decode-speed: venv data
+	$(PYTHON) -m benchmarks speed

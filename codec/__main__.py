@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("bitstream")
     d.add_argument("-o", "--output", required=True)
     d.add_argument("--weights", action="append", default=[], help="extra candidate weights (repeatable)")
+    d.add_argument("--tile", type=int, default=1024, help="synthesis tile side in pixels, for bounded memory on "
+                   "large pictures; the same picture as a whole decode (default 1024; 0: whole picture)")
     d.add_argument("--no-crc", action="store_true", help=argparse.SUPPRESS)
     i = sub.add_parser("info", help="print a bitstream's header")
     i.add_argument("bitstream")
@@ -83,8 +85,13 @@ def cmd_decode(a) -> int:
     if model is None:
         raise BitstreamError(f"no known model has id {bs.model_id.hex()}: the bitstream was made by "
                              "other weights (pass them with --weights)")
-    (y, uv), _ = decode_planes(model, bs)
-    Image.fromarray(to_uint8(yuv420_to_rgb(y, uv))).save(a.output)
+    if a.tile:
+        from .tiling import decode_rgb
+        rgb = decode_rgb(model, bs, a.tile)
+    else:
+        (y, uv), _ = decode_planes(model, bs)
+        rgb = to_uint8(yuv420_to_rgb(y, uv))
+    Image.fromarray(rgb).save(a.output)
     print(f"{a.output}: {bs.width}x{bs.height} decoded with {model.name} q{bs.quality}")
     return 0
 

@@ -61,8 +61,14 @@ def decode_planes(model, bs: bsf.Bitstream):
     return crop_planes(y, uv, bs.height, bs.width), state
 
 
-def decode_image(model, data: bytes) -> np.ndarray:
-    """Decode bitstream bytes into an HxWx3 uint8 RGB image (the model must match the stream's id)."""
+def decode_image(model, data: bytes, tile: int | None = None) -> np.ndarray:
+    """Decode bitstream bytes into an HxWx3 uint8 RGB image (the model must match the stream's id).
+
+    ``tile``: run the synthesis in tile x tile-pixel tiles, converting to RGB strip by strip, so that
+    memory stays bounded for any picture size; the same picture, bit for bit (codec/tiling.py)."""
+    if tile:
+        from .tiling import decode_rgb
+        return decode_rgb(model, bsf.unpack(data), tile)
     (y, uv), _ = decode_planes(model, bsf.unpack(data))
     return to_uint8(yuv420_to_rgb(y, uv))
 

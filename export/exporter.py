@@ -10,19 +10,26 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import torch
 
 from codec.api import pad_planes
 from codec.color import to_tensor
 from codec.model import LOG_STEP, SCALE_LEVELS, SCALE_MAX, SCALE_MIN
+from codec.tiling import DEFAULT_TILE, probe_footprints
 from codec.weights import model_id
 
+from .crops import add_crops
 from .nets import DECODER_NETS, build_specs, net_inputs
 from .runtime import FORMAT, MANIFEST
 from .tables import write_tables
 from .to_onnx import OPSET, export_net, max_abs_error
 
 INT8_NETS = DECODER_NETS
+# What this exporter writes, beyond the version-1 format the decoder reads: 2 = tile footprints and in-graph
+# crops, the context computed on the 2x2 phases, ShuffleUp / ChannelPermute synthesis (the decoder reads
+# version-1 exports of earlier exporters too, whole-picture only).
+EXPORT_REVISION = 2
 
 
 def check_picture(seed: int = 0, size: tuple[int, int] = (192, 256)) -> np.ndarray:
@@ -45,20 +52,28 @@ def export_model(model, out: str | Path, int8: bool = False, calib: int = 16, or
                          f"option modules {'+'.join(model.options)} (codec.modules)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # ORT warns at load that the crop bounds (export/crops.py) are initializers that are also inputs:
+    # they are, on purpose (overridable defaults).
+    ort.set_default_logger_severity(3)
     specs = {k: v for k, v in build_specs(model.eval()).items() if encoder or k in DECODER_NETS}
     y, uv = pad_planes(to_tensor(check_picture()), model.cfg.multiple)
     q_check = model.num_qualities // 2
     checks = net_inputs(model, y, uv, q_check)
     networks = {}
+    channels = (model.cfg.y_channels, model.cfg.uv_channels)
     for name, spec in specs.items():
         path = export_net(spec, out / f"{name}.onnx")
+        crops = add_crops(path, spec.module, channels) if name == "synthesis" else None
         err = max_abs_error(spec, path, checks[name])
-        log(f"{path.name:24s} {path.stat().st_size / 1024:9.1f} KiB  checker ok  ORT vs torch max abs err {err:.2e}")
+        log(f"{path.name:24s} {path.stat().st_size / 1024:9.1f} KiB  checker ok  ORT vs torch max abs err {err:.2e}"
+            + (f"  (tile crops at {len(crops['levels'])} levels)" if crops else ""))
         networks[name] = {"file": path.name, "side": spec.side, "int8": None, "max_abs_err": err,
                           "inputs": [{"name": p.name, "shape": p.shape()} for p in spec.inputs],
                           "outputs": [{"name": p.name, "shape": p.shape()} for p in spec.outputs]}
+        if crops:
+            networks[name]["crops"] = crops
     manifest = {
-        "format": FORMAT, "version": 1,
+        "format": FORMAT, "version": 1, "export_revision": EXPORT_REVISION,
         "model": model.name, "model_id": model_id(model).hex(), "bitstream_version": 1,
         "opset": OPSET, "multiple": model.cfg.multiple,
         "rate_points": model.num_qualities, "lambdas": list(model.cfg.lambdas),
@@ -73,6 +88,12 @@ def export_model(model, out: str | Path, int8: bool = False, calib: int = 16, or
         "networks": networks,
         "error_check": f"max_abs_err: ORT vs torch on a {y.shape[-1]}x{y.shape[-2]} synthetic picture, "
                        f"rate point {q_check}, every input the codec feeds (both checkerboard passes)",
+        "context": "computed on the 2x2 phases (export.nets.PackedContext); zero at the anchors",
+        "tiling": {"footprints": {k: f.to_json() for k, f in probe_footprints(
+                       specs["synthesis"].module, channels).items()},
+                   "default_tile": DEFAULT_TILE,
+                   "rule": "codec/tiling.py: output pixels [p0, p1) of a plane need latent cells "
+                           "[ceil((p0 - hi) / scale), floor((p1 - 1 - lo) / scale) + 1), per axis"},
     }
     manifest.update(write_tables(model, out))
     _check_scale_decoder(model, out / "scale_decoder.npz", checks["hyper_decoder_y"][0]["z"])
@@ -89,15 +110,18 @@ def export_model(model, out: str | Path, int8: bool = False, calib: int = 16, or
 @torch.no_grad()
 def _check_scale_decoder(model, path: Path, z: np.ndarray) -> None:
     """The numpy integer decoder must give torch's integers exactly, on real and on extreme inputs."""
+    from .intfast import FastIntScaleDecoder
     from .intnp import IntScaleDecoder
 
     with np.load(path) as a:
         dec = IntScaleDecoder(a)
+    fast = FastIntScaleDecoder(dec)
     rng = np.random.default_rng(0)
     extreme = rng.integers(-128, 128, (1, z.shape[1], 3, 5))
-    for zi in (z, extreme):
+    corners = rng.choice(np.array([-128, 0, 127]), (1, z.shape[1], 4, 6))
+    for zi in (z, extreme, corners):
         ref = model.scale_decoder.int_forward(torch.from_numpy(zi).float()).numpy()
-        if not np.array_equal(dec(zi[0]), ref[0]):
+        if not (np.array_equal(dec(zi[0]), ref[0]) and np.array_equal(fast(zi[0]), ref[0])):
             raise RuntimeError("numpy integer scale decoder disagrees with codec.intnet: export aborted")
 
 
@@ -117,22 +141,32 @@ def _int8(model, specs, out: Path, networks: dict, checks: dict, calib: int, log
 
 
 def _ort_format(out: Path, files: list[str], log) -> dict | None:
-    """Convert the ONNX files to ONNX Runtime's .ort format (onnxruntime-mobile) under out/ort.
+    """Convert the ONNX files to ONNX Runtime's .ort format (ORT Mobile) under out/ort, with the operator
+    list a reduced ORT build takes (``required_operators.with_runtime_opt.config``, for
+    ``build.sh --include_ops_by_config``; export/mobile.py checks it).
 
     The "Runtime" optimisation style keeps the files portable: platform-specific fusions (x86 NCHWc
-    layouts, say) are applied when the phone loads the model, not baked in here."""
+    layouts, say) are applied when the phone loads the model, not baked in here; ``--target_platform arm``
+    lets the INT8 (QDQ) networks keep int8 kernels on ARM phones."""
     dest = out / "ort"
     shutil.rmtree(dest, ignore_errors=True)
     with tempfile.TemporaryDirectory() as tmp:
         for f in files:
             (Path(tmp) / f).symlink_to((out / f).resolve())
         r = subprocess.run([sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", tmp,
-                            "--output_dir", str(dest), "--optimization_style", "Runtime"],
+                            "--output_dir", str(dest), "--optimization_style", "Runtime", "--target_platform", "arm"],
                            capture_output=True, text=True)
     if r.returncode != 0:
         lines = [ln for ln in (r.stderr or r.stdout).strip().splitlines() if ln.strip()]
         log(f"ORT format conversion failed, skipped: {lines[-1] if lines else 'exit ' + str(r.returncode)}")
         return None
+    configs = sorted(dest.glob("required_operators*.config"))
+    for c in configs:   # the tool lists the converted files by their (temporary) absolute paths
+        lines = c.read_text().splitlines()
+        head = sorted({f"# - {Path(ln[4:]).name}" for ln in lines if ln.startswith("# - ")})
+        c.write_text("\n".join(["# Generated from model/s:", *head, *(ln for ln in lines if not ln.startswith("#"))]) + "\n")
     files = sorted(p.name for p in dest.glob("*.ort"))
-    log(f"ORT format: {len(files)} files in {dest}")
-    return {"dir": "ort", "files": files}
+    log(f"ORT format: {len(files)} files in {dest}" + (f", operators in {configs[0].name}" if configs else ""))
+    return {"dir": "ort", "files": files, "required_operators": configs[0].name if configs else None,
+            "optimization_style": "Runtime", "target_platform": "arm",
+            "session_options": {"session.enable_saved_runtime_optimizations": "1"}}

@@ -5,10 +5,12 @@ tensor's grid: 1 luma, 2 chroma, 16 latent, 64 hyper-latent.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from codec.model import Synthesis, checkerboard
 
@@ -103,6 +105,111 @@ class Fusion(nn.Module):
         return self.net(acc)
 
 
+class ShuffleUp(nn.Module):
+    """A 1x1 convolution to 4c channels followed by PixelShuffle(2), as one 2x2 stride-2 transposed
+    convolution: the same function (up to float rounding; the exporter measures ORT against torch).
+
+    ONNX Runtime's CPU provider runs PixelShuffle (DepthToSpace) element by element, and outside its
+    blocked NCHWc layout, so every pixel shuffle also cost two layout conversions: a fifth of the
+    synthesis time went there (results/decode_profile.md). The convolution's bias differs per sub-pixel
+    phase, which ConvTranspose's per-channel bias cannot express, so it rides on an extra all-ones input
+    channel whose weights are those biases."""
+
+    def __init__(self, conv: nn.Conv2d, r: int = 2):
+        super().__init__()
+        cin, c = conv.in_channels, conv.out_channels // (r * r)
+        self.up = nn.ConvTranspose2d(cin + 1, c, r, stride=r, bias=False)
+        with torch.no_grad():
+            w = conv.weight[:, :, 0, 0].reshape(c, r, r, cin).permute(3, 0, 1, 2)   # cin x c x r x r
+            self.up.weight[:cin].copy_(w)
+            bias = conv.bias if conv.bias is not None else torch.zeros(c * r * r)
+            self.up.weight[cin].copy_(bias.reshape(c, r, r))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(torch.cat((x, torch.ones_like(x[:, :1])), 1))
+
+
+class ChannelPermute(nn.Module):
+    """A fixed channel permutation as one gather on the channel axis (the ShuffleNet channel shuffle, exported
+    without the reshapes whose target sizes the exporter computes from the graph inputs' sizes, which
+    would break on tensors cropped inside the graph, export/crops.py)."""
+
+    def __init__(self, groups: int, channels: int):
+        super().__init__()
+        self.register_buffer("index", torch.arange(channels).view(groups, channels // groups).t().reshape(-1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.index_select(x, 1, self.index)
+
+
+def _fold_shuffles(seq: nn.Sequential) -> nn.Sequential:
+    """``seq`` with every (1x1 Conv2d, PixelShuffle) pair replaced by a ShuffleUp, recursively."""
+    items, out, i = list(seq), [], 0
+    while i < len(items):
+        a = items[i]
+        b = items[i + 1] if i + 1 < len(items) else None
+        if (isinstance(a, nn.Conv2d) and a.kernel_size == (1, 1) and a.groups == 1 and a.stride == (1, 1)
+                and isinstance(b, nn.PixelShuffle)):
+            out.append(ShuffleUp(a, b.upscale_factor))
+            i += 2
+            continue
+        out.append(_fold(a))
+        i += 1
+    return nn.Sequential(*out)
+
+
+def _fold(module: nn.Module) -> nn.Module:
+    if isinstance(module, nn.Sequential):
+        return _fold_shuffles(module)
+    if type(module).__name__ == "ChannelShuffle" and hasattr(module, "groups"):
+        return _ShuffleProbe(module)
+    return _fold_children(module)
+
+
+class _ShuffleProbe(nn.Module):
+    """A ChannelShuffle whose channel count is known only at the first call; replaced by ChannelPermute."""
+
+    def __init__(self, shuffle: nn.Module):
+        super().__init__()
+        self.shuffle = shuffle
+
+    def forward(self, x):
+        return self.shuffle(x)
+
+
+def _fold_children(module: nn.Module) -> nn.Module:
+    for name, child in list(module.named_children()):
+        setattr(module, name, _fold(child))
+    return module
+
+
+def _resolve_shuffles(module: nn.Module, *example: torch.Tensor) -> nn.Module:
+    """Replace every _ShuffleProbe by a ChannelPermute of the channel count it sees on ``example``."""
+    seen: dict[str, int] = {}
+    probes = [(n, m) for n, m in module.named_modules() if isinstance(m, _ShuffleProbe)]
+    handles = [m.register_forward_pre_hook(lambda mod, args, n=n: seen.__setitem__(n, args[0].shape[1]))
+               for n, m in probes]
+    try:
+        with torch.no_grad():
+            module(*example)
+    finally:
+        for h in handles:
+            h.remove()
+    for n, m in probes:
+        parent, _, leaf = n.rpartition(".")
+        setattr(module.get_submodule(parent) if parent else module, leaf, ChannelPermute(m.shuffle.groups, seen[n]))
+    return module
+
+
+def deploy_synthesis(model) -> nn.Module:
+    """The synthesis as exported: ``codec.model.Synthesis`` (a copy) with its pixel shuffles folded into
+    transposed convolutions (ShuffleUp) and its channel shuffles as gathers (ChannelPermute); the same
+    function, faster in ONNX Runtime and croppable inside the graph."""
+    syn = _fold_children(copy.deepcopy(Synthesis(model))).eval()
+    cfg = model.cfg
+    return _resolve_shuffles(syn, torch.zeros(1, cfg.y_channels, 2, 2), torch.zeros(1, cfg.uv_channels, 2, 2)).eval()
+
+
 def masked_conv(ctx: nn.Conv2d) -> nn.Conv2d:
     """A plain Conv2d with the checkerboard mask folded into its weights.
 
@@ -118,6 +225,59 @@ def masked_conv(ctx: nn.Conv2d) -> nn.Conv2d:
     return conv.eval()
 
 
+class PackedContext(nn.Module):
+    """The checkerboard context computed on the half-resolution phase grid: 2.8x fewer MACs.
+
+    The masked k x k convolution reads only anchors ((row + col) even) and its output is used only at the
+    other positions. With the latent split into its four 2x2 phases, anchors are phases (0,0) and (1,1)
+    and the outputs needed are phases (0,1) and (1,0); every unmasked tap maps to one anchor phase at an
+    offset of at most ceil(k/4) half-resolution cells. So one plain convolution from the two anchor phases
+    (2C channels) to the two output phases (2Cc channels) computes exactly the masked convolution's needed
+    outputs (zero padding agrees because the latent sides are even). For k = 5: 2C x 2Cc x 3 x 3 per 2x2
+    block instead of C x Cc x 25 per position.
+
+    Same interface as the masked convolution (the anchor-masked latent in, the context out), with zeros at
+    the anchors, where the decoder does not use the context."""
+
+    def __init__(self, ctx: nn.Conv2d):
+        super().__init__()
+        w = ctx.weight.detach() * (ctx.mask if getattr(ctx, "mask", None) is not None else 1)
+        cc, c, kh, kw = w.shape
+        if kh != kw or kh % 2 == 0 or ctx.padding != (kh // 2, kw // 2) or ctx.stride != (1, 1) or ctx.groups != 1:
+            raise ValueError("PackedContext needs an odd square 'same' convolution")
+        p = kh // 2
+        taps = {}
+        for ky in range(kh):
+            for kx in range(kw):
+                if not bool(w[:, :, ky, kx].any()):
+                    continue
+                dy, dx = ky - p, kx - p
+                if (dy + dx) % 2 == 0:
+                    raise ValueError("context kernel is not a checkerboard mask (anchor-to-anchor tap)")
+                for o, (py, px) in enumerate(((0, 1), (1, 0))):
+                    qy = (py + dy) % 2
+                    taps[(o, qy, (py + dy) // 2, (px + dx) // 2, ky, kx)] = None
+        half = max([max(abs(t[2]), abs(t[3])) for t in taps] + [0])
+        self.conv = nn.Conv2d(2 * c, 2 * cc, 2 * half + 1, padding=half, bias=ctx.bias is not None)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            for o, q, oy, ox, ky, kx in taps:
+                self.conv.weight[o * cc:(o + 1) * cc, q * c:(q + 1) * c, oy + half, ox + half] += w[:, :, ky, kx]
+            if ctx.bias is not None:
+                self.conv.bias.copy_(torch.cat((ctx.bias, ctx.bias)))
+        self.cc = cc
+        self.in_channels, self.out_channels = c, cc
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        h, w = latent.shape[-2:]
+        # (sides are even; "0:h-1:2" has the same symbolic length as "1::2", which the exporter needs)
+        out = self.conv(torch.cat((latent[:, :, 0:h - 1:2, 0:w - 1:2], latent[:, :, 1::2, 1::2]), 1))
+        o01, o10 = out[:, : self.cc], out[:, self.cc:]
+        z = torch.zeros_like(o01)
+        n, c, h, w = o01.shape
+        return F.pixel_shuffle(torch.stack((z, o01, o10, z), 2).reshape(n, 4 * c, h, w), 2)
+
+
 def _channels(module: nn.Module, *xs: torch.Tensor) -> list[int]:
     with torch.no_grad():
         out = module(*xs)
@@ -131,6 +291,7 @@ def build_specs(model) -> dict[str, NetSpec]:
     z = torch.zeros(1, cz, 2, 3)
     hy, hu = _channels(model.hyper_decoder_y, z)[0], _channels(model.hyper_decoder_uv, z)[0]
     cy, cu = model.context_y.out_channels, model.context_uv.out_channels
+    pcy, pcu = PackedContext(model.context_y), PackedContext(model.context_uv)
     specs = [
         NetSpec("analysis", Analysis(model), [Port("y", 1, 1), Port("uv", 2, 2)],
                 [Port("latent_y", my, 16), Port("latent_uv", muv, 16)], "encoder"),
@@ -139,16 +300,14 @@ def build_specs(model) -> dict[str, NetSpec]:
         NetSpec("hyper_decoder_y", model.hyper_decoder_y, [Port("z", cz, 64)], [Port("hyper", hy, 16)], "decoder"),
         NetSpec("hyper_decoder_uv", model.hyper_decoder_uv, [Port("z", cz, 64)], [Port("hyper", hu, 16)],
                 "decoder"),
-        NetSpec("context_y", masked_conv(model.context_y), [Port("latent", my, 16)], [Port("ctx", cy, 16)],
-                "decoder"),
-        NetSpec("context_uv", masked_conv(model.context_uv), [Port("latent", muv, 16)], [Port("ctx", cu, 16)],
-                "decoder"),
+        NetSpec("context_y", pcy, [Port("latent", my, 16)], [Port("ctx", cy, 16)], "decoder"),
+        NetSpec("context_uv", pcu, [Port("latent", muv, 16)], [Port("ctx", cu, 16)], "decoder"),
         NetSpec("fusion_y", Fusion(model.fusion_y, [hy, cy]), [Port("hyper", hy, 16), Port("ctx", cy, 16)],
                 [Port("mu", my, 16)], "decoder"),
         NetSpec("fusion_uv", Fusion(model.fusion_uv, [hu, cu, my]),
                 [Port("hyper", hu, 16), Port("ctx", cu, 16), Port("y_hat", my, 16)], [Port("mu", muv, 16)],
                 "decoder"),
-        NetSpec("synthesis", Synthesis(model), [Port("y_hat", my, 16), Port("uv_hat", muv, 16)],
+        NetSpec("synthesis", deploy_synthesis(model), [Port("y_hat", my, 16), Port("uv_hat", muv, 16)],
                 [Port("y", 1, 1), Port("uv", 2, 2)], "decoder"),
     ]
     for s in specs:
@@ -160,7 +319,8 @@ def build_specs(model) -> dict[str, NetSpec]:
 def net_inputs(model, y_plane: torch.Tensor, uv_plane: torch.Tensor, q: int) -> dict[str, list[dict]]:
     """Real inputs of every network for one padded picture, as the codec feeds them (numpy float32).
 
-    The fusion networks get both checkerboard passes: zero context (anchors) and the anchor context."""
+    The fusion networks get both checkerboard passes: zero context (anchors) and the anchor context, on
+    every position (they are pointwise; the decoder feeds each pass only its own positions)."""
     st = model.encode_latents(y_plane, uv_plane, q)
     ly, luv = model.analysis_y(y_plane), model.analysis_uv(uv_plane)
     z = st["z"].float()

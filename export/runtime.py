@@ -4,14 +4,21 @@ It reads the directory written by ``python -m export`` and decodes LIC1 bitstrea
 ``codec.model.YUVCodec.decompress_streams``: everything the entropy decoder consumes (z, the integer
 scale index, skip, residuals) is computed in integers and is identical to the torch encoder's; the
 float networks (means and synthesis) run in ORT, FP32 or INT8.
+
+Memory stays bounded for any picture size: the synthesis runs in tiles whose overlap covers its
+receptive field (``codec.tiling``; the 8-bit picture equals the whole-picture decode's), each strip of
+tiles is converted to 8-bit RGB as soon as it is complete and handed to a sink (``export.writers``
+streams it into the output file), and the integer scale decoder runs in bands of rows.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnxruntime as ort
@@ -22,12 +29,41 @@ import onnxruntime as ort
 # decoder (which has no bounds checks) in a helper process, so a crafted stream ends in a one-line error.
 from codec.bitstream import Bitstream, BitstreamError, unpack
 from codec.entropy import CdfTables, decode_indexed
+from codec.tiling import DEFAULT_TILE, Footprint, plan_tiles
 
-from .colour import yuv420_to_rgb
+from .colour import CB_DIV, CR_DIV, KB, KG, KR
+from .intfast import FastIntScaleDecoder
 from .intnp import IntScaleDecoder
 
 MANIFEST = "manifest.json"
 FORMAT = "lightcodec-onnx"
+Z_BAND = 8           # z rows per band of the integer scale decoder (512 picture rows each)
+TRIM_PIXELS = 1 << 22  # pictures from 4 Mpixel on hand freed memory back between stages
+
+
+def release_memory() -> None:
+    """Hand freed heap memory back to the system (glibc's malloc_trim; a no-op elsewhere): a decode's
+    stages free large arrays that glibc would otherwise keep for the process's life."""
+    try:
+        _libc().malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _libc():
+    import ctypes
+    import ctypes.util
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
+def limit_heap(threshold: int = 1 << 22) -> None:
+    """Make glibc serve allocations of ``threshold`` bytes and more with their own mappings, returned to
+    the system when freed (its default adapts the threshold upward, up to 32 MiB, and keeps such blocks
+    on the heap). For processes that decode large pictures; the decoder CLI sets it."""
+    try:
+        _libc().mallopt(-3, int(threshold))   # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 class ExportError(ValueError):
@@ -38,12 +74,12 @@ class ExportError(ValueError):
 class Decoded:
     """A decoded picture and the integer state the entropy decoder used."""
 
-    rgb: np.ndarray          # H x W x 3 uint8
-    y: np.ndarray            # cropped luma plane, float32 H x W
-    uv: np.ndarray           # cropped chroma planes, float32 2 x ceil(H/2) x ceil(W/2)
+    rgb: np.ndarray | None   # H x W x 3 uint8 (None when a sink took the rows)
+    y: np.ndarray | None     # cropped luma plane, float32 H x W (whole-picture decodes only, else None)
+    uv: np.ndarray | None    # cropped chroma planes, float32 2 x ceil(H/2) x ceil(W/2) (likewise)
     z: np.ndarray            # int64 1 x Cz x H/64 x W/64
-    index: np.ndarray        # int64 1 x M x H/16 x W/16 (gained scale index)
-    residual: np.ndarray     # int64, same shape, zero where skipped
+    index: np.ndarray        # uint8 1 x M x H/16 x W/16 (gained scale index)
+    residual: np.ndarray     # int32, same shape, zero where skipped
 
 
 def load_tables(path: Path) -> CdfTables:
@@ -57,24 +93,102 @@ def checkerboard(h: int, w: int) -> np.ndarray:
     return ((np.arange(h)[:, None] + np.arange(w)[None, :]) % 2 == 0).astype(np.float32)[None, None]
 
 
-def session_options(threads: int = 1, spin: bool = False) -> ort.SessionOptions:
-    """ORT options: ``threads`` intra-op threads, sequential execution, quiet logs.
+def session_options(threads: int = 1, spin: bool = False, arena: bool = True) -> ort.SessionOptions:
+    """ORT options: ``threads`` intra-op threads, sequential execution, every graph optimisation (NCHWc
+    layouts, fusions), no per-shape memory patterns (tiles come in several shapes), quiet logs.
 
     Idle pool threads sleep unless ``spin``: on a loaded CPU spinning workers steal the cores the busy
-    ones need (2 threads were 4x slower than 1 here); the same policy as OMP_WAIT_POLICY=PASSIVE."""
+    ones need (2 threads were 4x slower than 1 here); the same policy as OMP_WAIT_POLICY=PASSIVE.
+    ``arena=False``: tensors are freed as soon as they die instead of staying in the session's arena
+    (the networks on the latent grid run once per picture)."""
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.enable_mem_pattern = False
+    so.enable_cpu_mem_arena = arena
     so.log_severity_level = 3
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     return so
 
 
+def phases(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """1 x C x h x w -> (anchors, others), each 1 x C x h/2 x w: anchor phases (0,0) | (1,1) side by side,
+    the others (0,1) | (1,0) (the position layout every pointwise network is fed)."""
+    return (np.concatenate((x[:, :, 0::2, 0::2], x[:, :, 1::2, 1::2]), 3),
+            np.concatenate((x[:, :, 0::2, 1::2], x[:, :, 1::2, 0::2]), 3))
+
+
+def unphase(anchors: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Inverse of ``phases``."""
+    n, c, h2, w = anchors.shape
+    out = np.empty((n, c, 2 * h2, w), anchors.dtype)
+    w2 = w // 2
+    out[:, :, 0::2, 0::2], out[:, :, 1::2, 1::2] = anchors[..., :w2], anchors[..., w2:]
+    out[:, :, 0::2, 1::2], out[:, :, 1::2, 0::2] = others[..., :w2], others[..., w2:]
+    return out
+
+
+def _chroma_rgb(cb: np.ndarray, cr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Chroma terms of R, G and B in 8-bit units, at chroma resolution, plus 0.5 for the rounding:
+    R = 255 Y + dr, G = 255 Y + dg, B = 255 Y + db (BT.709 full range, ``export/colour.py``)."""
+    cr, cb = cr - np.float32(0.5), cb - np.float32(0.5)
+    dr = cr * np.float32(255 * CR_DIV)
+    dr += np.float32(0.5)
+    db = cb * np.float32(255 * CB_DIV)
+    db += np.float32(0.5)
+    dg = cr * np.float32(-255 * KR * CR_DIV / KG)
+    dg += cb * np.float32(-255 * KB * CB_DIV / KG)
+    dg += np.float32(0.5)
+    return dr, dg, db
+
+
+def _up2(a: np.ndarray, axis: int) -> np.ndarray:
+    """2x bilinear upsampling with half-pixel centres along ``axis`` (0 or 1; edges repeat the border
+    sample): sample 2k = 0.75 a[k] + 0.25 a[k-1], 2k+1 = 0.75 a[k] + 0.25 a[k+1]."""
+    q = a * np.float32(0.25)
+    t = a - q                                  # = 0.75 a, rounded once
+    n = a.shape[axis]
+    shape = list(a.shape)
+    shape[axis] *= 2
+    out = np.empty(shape, np.float32)
+    if axis == 1:
+        a, q, t, out = a.T, q.T, t.T, out.T    # rows of the transposed views are the columns
+    even, odd = out[0::2], out[1::2]
+    if n > 1:
+        np.add(t[1:], q[:-1], out=even[1:])
+        np.add(t[:-1], q[1:], out=odd[:-1])
+    np.add(t[:1], q[:1], out=even[:1])
+    np.add(t[-1:], q[-1:], out=odd[-1:])
+    return out.T if axis == 1 else out
+
+
+def strip_to_rgb(y: np.ndarray, uv: np.ndarray, first: int) -> np.ndarray:
+    """Rows of the picture -> 8-bit RGB (BT.709 full range, 4:2:0 chroma sited at the centre of each 2x2
+    block, bilinear upsampling with half-pixel centres, rounded half up).
+
+    ``y``: n x W luma rows [a0, a0 + n); ``uv``: 2 x m x ceil(W/2) chroma rows [u0, u0 + m) that include
+    one row above and below the strip's own where the picture has them; ``first`` = a0 - 2 * u0, the
+    strip's first row in the upsampled chroma. Every output pixel is computed the same way whatever the
+    strip, so strips give the whole picture's values."""
+    n, w = y.shape
+    y255 = y * np.float32(255.0)
+    out = np.empty((n, w, 3), np.uint8)
+    for i, d in enumerate(_chroma_rgb(uv[0], uv[1])):
+        d = _up2(_up2(d, 0)[first: first + n], 1)[:, :w]
+        d += y255
+        np.clip(d, 0.0, 255.0, out=d)
+        out[..., i] = d                        # truncation: with the 0.5 added, rounds half up
+    return out
+
+
 class OnnxDecoder:
     """Decoder for one exported model; ``int8`` picks the quantised networks where they exist, ``threads``
-    sets ORT's intra-op threads and ``spin`` lets idle ORT threads busy-wait (faster on an idle CPU)."""
+    sets ORT's intra-op threads, ``spin`` lets idle ORT threads busy-wait (faster on an idle CPU) and
+    ``tile`` is the side of the synthesis tiles in output pixels (0 or None: the whole picture at once)."""
 
-    def __init__(self, onnx_dir: str | Path, int8: bool = False, threads: int = 1, spin: bool = False):
+    def __init__(self, onnx_dir: str | Path, int8: bool = False, threads: int = 1, spin: bool = False,
+                 tile: int | None = DEFAULT_TILE):
         self.dir = Path(onnx_dir)
         path = self.dir / MANIFEST
         if not path.is_file():
@@ -82,12 +196,18 @@ class OnnxDecoder:
         m = json.loads(path.read_text())
         if m.get("format") != FORMAT or m.get("version") != 1:
             raise ExportError(f"{path} is not a version-1 {FORMAT} manifest")
-        self.manifest, self.threads = m, threads
+        self.manifest, self.threads, self.tile = m, threads, tile
         self.model_id = bytes.fromhex(m["model_id"])
         self.multiple, self.skip_index = m["multiple"], m["skip_index"]
         self.my = m["channels"]["y"]
         self.levels, self.log_step = m["scale_table"]["levels"], m["scale_table"]["log_step"]
-        so = session_options(threads, spin)
+        tiling = m.get("tiling")
+        self.footprints = ({k: Footprint.from_json(v) for k, v in tiling["footprints"].items()}
+                           if tiling else None)
+        crops = m["networks"]["synthesis"].get("crops")
+        self.crop_levels = [(lv["positions_per_cell"], lv["starts"], lv["ends"],
+                             {p: Footprint.from_json(f) for p, f in lv["footprints"].items()})
+                            for lv in (crops["levels"] if crops else [])]
         if int8 and not any(m["networks"][n].get("int8") for n in m["decoder_networks"]):
             raise ExportError(f"{self.dir} has no INT8 networks: export with --int8")
         self.files = {}
@@ -96,6 +216,9 @@ class OnnxDecoder:
             net = m["networks"][name]
             file = net["int8"] if int8 and net.get("int8") else net["file"]
             self.files[name] = file
+            # One session per network for the decoder's life. The latent-grid networks run once per
+            # picture and return their memory at once; the synthesis keeps its arena for the next tile.
+            so = session_options(threads, spin, arena=name == "synthesis")
             try:
                 self.sessions[name] = ort.InferenceSession(str(self._file(file)), so,
                                                            providers=["CPUExecutionProvider"])
@@ -105,12 +228,32 @@ class OnnxDecoder:
                 raise ExportError(f"cannot load {file}: {str(e).splitlines()[0]}") from None
         sd = m["scale_decoder"]
         with np.load(self._file(sd["file"])) as a:
-            self.scale_decoder = IntScaleDecoder(a, sd["input_min"], sd["input_max"], sd["act_max"], sd["acc_limit"])
+            self.scale_decoder = FastIntScaleDecoder(
+                IntScaleDecoder(a, sd["input_min"], sd["input_max"], sd["act_max"], sd["acc_limit"]))
+        # z rows of context each scale-decoder band needs: every layer reads k // 2 rows around.
+        self.z_halo = sum(int(w.shape[-1]) // 2 for w in self.scale_decoder.base.weights)
+        self.upscale = int(np.prod(self.scale_decoder.base.shuffle))
         self.cdf_z = load_tables(self._file(m["entropy"]["z"]))
         self.cdf_r = load_tables(self._file(m["entropy"]["residual"]))
         with np.load(self._file(m["entropy"]["rate"])) as a:
             self.gain_steps, self.z_offset = a["gain_steps"].astype(np.int64), a["z_offset"].astype(np.int64)
-        self.timings: dict[str, float] = defaultdict(float)
+        self.timings: dict[str, float] = defaultdict(float)       # wall seconds per phase
+        self.cpu_timings: dict[str, float] = defaultdict(float)   # this process's CPU seconds per phase
+
+    def reset_timings(self) -> None:
+        self.timings.clear()
+        self.cpu_timings.clear()
+
+    @contextlib.contextmanager
+    def _phase(self, *names: str):
+        t, c = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            dt, dc = time.perf_counter() - t, time.process_time() - c
+            for n in names:
+                self.timings[n] += dt
+                self.cpu_timings[n] += dc
 
     def _file(self, name: str) -> Path:
         p = self.dir / name
@@ -119,16 +262,29 @@ class OnnxDecoder:
         return p
 
     def _run(self, name: str, **feeds: np.ndarray) -> np.ndarray:
-        t = time.perf_counter()
-        out = self.sessions[name].run(None, {k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()})
-        dt = time.perf_counter() - t
-        self.timings["networks"] += dt
-        self.timings[f"net:{name}"] += dt
+        feeds = {k: np.ascontiguousarray(v, None if v.dtype == np.int64 else np.float32) for k, v in feeds.items()}
+        with self._phase("networks", f"net:{name}"):
+            out = self.sessions[name].run(None, feeds)
         return out if len(out) > 1 else out[0]
 
     # ---- integer part ------------------------------------------------------------------------
+    def scale_index(self, z: np.ndarray) -> np.ndarray:
+        """Integer scale index before the gains (M x 4h x 4w, int32) from z (Cz x h x w), in bands of
+        ``Z_BAND`` z rows with the layers' context around each (integers: exactly the whole-array result)."""
+        hz = z.shape[1]
+        out = None
+        for r0 in range(0, hz, Z_BAND):
+            r1 = min(hz, r0 + Z_BAND)
+            i0, i1 = max(0, r0 - self.z_halo), min(hz, r1 + self.z_halo)
+            band = self.scale_decoder(z[:, i0:i1])
+            if out is None:
+                out = np.empty((band.shape[0], hz * self.upscale, band.shape[2]), np.int32)
+            s = self.upscale
+            out[:, r0 * s: r1 * s] = band[:, (r0 - i0) * s: (r1 - i0) * s]
+        return out
+
     def entropy_decode(self, bs: Bitstream):
-        """Integer decoding of a parsed bitstream: (z, gained index, skip, residual), all int64/bool."""
+        """Integer decoding of a parsed bitstream: (z int64, gained index uint8, skip bool, residual int32)."""
         if bs.model_id != self.model_id:
             raise BitstreamError(f"bitstream was made by another model (id {bs.model_id.hex()}), not "
                                  f"{self.manifest['model']!r} ({self.model_id.hex()})")
@@ -138,58 +294,133 @@ class OnnxDecoder:
             raise BitstreamError(f"rate point {bs.quality} does not exist for this model")
         hz, wz = -(-bs.height // self.multiple), -(-bs.width // self.multiple)
         cz = len(self.z_offset)
-        t = time.perf_counter()
-        z_idx = np.broadcast_to(np.arange(cz)[:, None, None], (cz, hz, wz))
-        z = decode_indexed(bs.streams[0], z_idx, self.cdf_z).reshape(cz, hz, wz) + self.z_offset[:, None, None]
-        z = np.clip(z, self.scale_decoder.input_min, self.scale_decoder.input_max)
-        self.timings["entropy"] += time.perf_counter() - t
-        t = time.perf_counter()
-        index = np.clip(self.scale_decoder(z) + self.gain_steps[bs.quality][:, None, None], 0, self.levels - 1)
-        skip = index < self.skip_index
-        self.timings["scale_decoder"] += time.perf_counter() - t
-        t = time.perf_counter()
-        residual = np.zeros(index.shape, np.int64)
-        residual[~skip] = decode_indexed(bs.streams[1], index[~skip], self.cdf_r)
-        self.timings["entropy"] += time.perf_counter() - t
+        with self._phase("entropy"):
+            z_idx = np.broadcast_to(np.arange(cz, dtype=np.int32)[:, None, None], (cz, hz, wz))
+            z = decode_indexed(bs.streams[0], z_idx, self.cdf_z).reshape(cz, hz, wz) + self.z_offset[:, None, None]
+            z = np.clip(z, self.scale_decoder.input_min, self.scale_decoder.input_max)
+        with self._phase("scale_decoder"):
+            index = self.scale_index(z)
+            index += self.gain_steps[bs.quality].astype(np.int32)[:, None, None]
+            np.clip(index, 0, self.levels - 1, out=index)
+            index = index.astype(np.uint8)
+            skip = index < self.skip_index
+        with self._phase("entropy"):
+            residual = np.zeros(index.shape, np.int32)
+            coded = ~skip
+            residual[coded] = decode_indexed(bs.streams[1], index[coded].astype(np.int32), self.cdf_r)
         return z[None], index[None], skip[None], residual[None]
 
     # ---- float part --------------------------------------------------------------------------
-    def _two_pass(self, branch: str, hyper, gain, residual, *extra):
-        """Checkerboard passes of one latent (as YUVCodec._reconstruct); fusion runs densely."""
-        h, w = residual.shape[-2:]
-        anchor = checkerboard(h, w)
+    def _passes(self, branch: str, hyper, gain, residual, luma=None):
+        """Both checkerboard passes of one latent (as YUVCodec._reconstruct), the pointwise fusion fed only
+        the positions its pass needs (anchors, then the others, as ``phases`` lays them out). ``luma``: the
+        decoded luma latent as (anchors, others), for chroma. Returns the latent as (anchors, others)."""
+        ra, ro = phases(residual)
+        ha, ho = phases(hyper)
         ctx_ch = self.manifest["networks"][f"context_{branch}"]["outputs"][0]["shape"][1]
-        names = ("hyper", "ctx", "y_hat")[: 2 + len(extra)]
-        fuse = lambda ctx: self._run(f"fusion_{branch}", **dict(zip(names, (hyper, ctx, *extra))))  # noqa: E731
-        mug_a = fuse(np.zeros((1, ctx_ch, h, w), np.float32)) * gain * anchor
-        ctx = self._run(f"context_{branch}", latent=(residual * anchor + mug_a) / gain * anchor) * (1 - anchor)
-        mug = np.where(anchor.astype(bool), mug_a, fuse(ctx) * gain)
-        return ((residual + mug) / gain).astype(np.float32)
+        names = ("hyper", "ctx", "y_hat")
+        fuse = lambda *x: self._run(f"fusion_{branch}", **dict(zip(names, x)))  # noqa: E731
+        mug_a = fuse(ha, np.zeros((1, ctx_ch) + ra.shape[2:], np.float32), *(luma[:1] if luma else ())) * gain
+        anchors = (ra + mug_a) / gain
+        # the context network reads the anchor-masked latent and is read at the other positions
+        ctx = phases(self._run(f"context_{branch}", latent=unphase(anchors, np.zeros_like(anchors))))[1]
+        others = (ro + fuse(ho, ctx, *(luma[1:] if luma else ())) * gain) / gain
+        return anchors, others
 
     def reconstruct(self, z, residual, quality: int):
         """Decoded latents (y_hat, uv_hat) from the integer state."""
         steps = self.gain_steps[quality].astype(np.float32)[None, :, None, None]
         gain = np.exp(np.float32(self.log_step) * steps).astype(np.float32)
-        r = residual.astype(np.float32)
         my = self.my
         zf = z.astype(np.float32)
-        yh = self._two_pass("y", self._run("hyper_decoder_y", z=zf), gain[:, :my], r[:, :my])
-        uvh = self._two_pass("uv", self._run("hyper_decoder_uv", z=zf), gain[:, my:], r[:, my:], yh)
-        return yh, uvh
+        ry = residual[:, :my].astype(np.float32)
+        luma = self._passes("y", self._run("hyper_decoder_y", z=zf), gain[:, :my], ry)
+        del ry
+        ruv = residual[:, my:].astype(np.float32)
+        chroma = self._passes("uv", self._run("hyper_decoder_uv", z=zf), gain[:, my:], ruv, luma)
+        return unphase(*luma), unphase(*chroma)
 
-    def decode(self, data: bytes, verify_crc: bool = True) -> Decoded:
-        """Bitstream bytes -> Decoded (picture and integer state). Raises BitstreamError on bad input."""
+    def synthesize(self, yh: np.ndarray, uvh: np.ndarray, height: int, width: int,
+                   sink: Callable[[np.ndarray], None], tile: int | None):
+        """Latents -> 8-bit RGB rows handed to ``sink`` strip by strip (top to bottom). Returns the cropped
+        float planes of a whole-picture decode (tile None), else (None, None)."""
+        tiles = self.footprints is not None and tile
+        strips = plan_tiles(height, width, tile if tiles else None, self.footprints or {}, self.multiple)
+        cw = (width + 1) // 2
+        planes = (None, None)
+        for strip in strips:
+            a0, a1 = strip[0].y[:2]
+            u0, u1 = strip[0].uv[:2]
+            ys = np.empty((a1 - a0, width), np.float32)
+            uvs = np.empty((2, u1 - u0, cw), np.float32)
+            for t in strip:
+                r0, r1, c0, c1 = t.lat
+                crops, (oy, ox), k = self._crops(t, yh.shape[-2:]) if tiles else ({}, (r0, c0), 1)
+                y, uv = self._run("synthesis", y_hat=yh[..., r0:r1, c0:c1], uv_hat=uvh[..., r0:r1, c0:c1], **crops)
+                _, _, b0, b1 = t.y
+                _, _, v0, v1 = t.uv
+                ly, lc = 16 // k, 8 // k      # output pixels per position of the last cropped grid
+                ys[:, b0:b1] = y[0, 0, a0 - ly * oy: a1 - ly * oy, b0 - ly * ox: b1 - ly * ox]
+                uvs[:, :, v0:v1] = uv[0, :, u0 - lc * oy: u1 - lc * oy, v0 - lc * ox: v1 - lc * ox]
+                del y, uv
+            with self._phase("colour"):
+                rows = strip_to_rgb(ys, uvs, a0 - 2 * u0)
+            if not tiles:
+                planes = (ys, uvs)
+            with self._phase("write"):
+                sink(rows)
+        return planes
+
+    def _crops(self, t, grid: tuple[int, int]):
+        """In-graph crop bounds of one tile (export/crops.py): (feeds, origin of the last cropped grid in
+        its positions (rows, cols), positions per latent cell of that grid)."""
+        r0, r1, c0, c1 = t.lat
+        have, k0, feeds = ((r0, r1), (c0, c1)), 1, {}
+        kept = (((t.y[0], t.y[1]), (t.uv[0], t.uv[1])), ((t.y[2], t.y[3]), (t.uv[2], t.uv[3])))
+        for k, starts, ends, fps in self.crop_levels:
+            have = tuple((lo * k // k0, hi * k // k0) for lo, hi in have)
+            need = []
+            for axis in (0, 1):
+                ly = fps["y"].latents(*kept[axis][0], axis, grid[axis] * k)
+                lc = fps["uv"].latents(*kept[axis][1], axis, grid[axis] * k)
+                lo, hi = min(ly[0], lc[0]), max(ly[1], lc[1])
+                if not have[axis][0] <= lo <= hi <= have[axis][1]:
+                    raise RuntimeError(f"tile plan inconsistent with the crop footprints at {k} per cell")
+                need.append((lo, hi))
+            feeds[starts] = np.array([need[0][0] - have[0][0], need[1][0] - have[1][0]], np.int64)
+            feeds[ends] = np.array([need[0][1] - have[0][0], need[1][1] - have[1][0]], np.int64)
+            have, k0 = tuple(need), k
+        return feeds, (have[0][0], have[1][0]), k0
+
+    def decode(self, data: bytes, verify_crc: bool = True, tile: int | None | str = "default",
+               sink: Callable[[np.ndarray], None] | None = None) -> Decoded:
+        """Bitstream bytes -> Decoded (picture and integer state). Raises BitstreamError on bad input.
+
+        ``tile``: synthesis tile side in pixels (default: the decoder's; 0 or None: whole picture).
+        ``sink``: called with each strip of 8-bit RGB rows, top to bottom; then ``Decoded.rgb`` is None."""
         bs = unpack(data, verify_crc=verify_crc)
+        tile = self.tile if tile == "default" else tile
+        rgb = None
+        if sink is None:
+            rgb = np.empty((bs.height, bs.width, 3), np.uint8)
+            done = [0]
+
+            def sink(rows):
+                rgb[done[0]: done[0] + rows.shape[0]] = rows
+                done[0] += rows.shape[0]
         try:
             z, index, skip, residual = self.entropy_decode(bs)
+            del skip
+            big = bs.height * bs.width >= TRIM_PIXELS
+            if big:
+                with self._phase("other"):
+                    release_memory()
             yh, uvh = self.reconstruct(z, residual, bs.quality)
-            y, uv = self._run("synthesis", y_hat=yh, uv_hat=uvh)
+            if big:
+                with self._phase("other"):
+                    release_memory()
+            y, uv = self.synthesize(yh, uvh, bs.height, bs.width, sink, tile)
         except (RuntimeError, IndexError, OverflowError) as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise BitstreamError(f"corrupt coded data: {reason}") from None
-        t = time.perf_counter()
-        y, uv = y[0, 0, : bs.height, : bs.width], uv[0, :, : (bs.height + 1) // 2, : (bs.width + 1) // 2]
-        rgb = yuv420_to_rgb(y, uv)
-        self.timings["colour"] += time.perf_counter() - t
         return Decoded(rgb, y, uv, z, index, residual)
-

@@ -1,0 +1,188 @@
+"""Tiled decoding (codec/tiling.py, export/crops.py): the same picture as the whole-picture decode, in
+torch bit for bit and in ONNX Runtime on the 8-bit picture, on a size that needs many tiles."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from codec import bitstream as bsf
+from codec.api import decode_image, encode_image
+from codec.data import load_rgb
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE"}
+SIZE = (301, 467)            # odd sides, padded to 320 x 512: a 20 x 32 latent grid
+
+
+@pytest.fixture(scope="module")
+def picture(eval_paths):
+    img = load_rgb(next(p for p in eval_paths if p.name == "barbara.png"))
+    return np.ascontiguousarray(img[: SIZE[0], : SIZE[1]])
+
+
+@pytest.fixture(scope="module")
+def student2k():
+    from codec.weights import load_model
+    return load_model("student-2k")
+
+
+def test_footprints_match_the_layers(student2k):
+    """student-2k: 3 latent blocks (3x3), then 3 / 2 / 2 blocks at H/8, H/4, H/2 and 1x1 heads: a latent
+    cell reaches 3 + 3/2 + 2/4 + 2/8 = 5.25 cells (84 luma pixels) before its own and 99 after."""
+    from codec.tiling import Footprint, model_footprints
+
+    fp = model_footprints(student2k)
+    assert fp["y"] == Footprint(16, (-84, 99), (-84, 99))
+    assert fp["uv"] == Footprint(8, (-42, 49), (-42, 49))
+    # [0, 16) luma pixels of latent row 10 need latent rows 4..16: 6 cells each side
+    assert fp["y"].latents(160, 176, 0, 100) == (4, 17)
+
+
+def test_footprint_is_exact_with_real_weights(student2k):
+    """Raising a latent outside the footprint leaves the output unchanged; inside, pixels at its edge move."""
+    from codec.model import Synthesis
+    from codec.tiling import model_footprints
+
+    fp = model_footprints(student2k)["y"]
+    syn = Synthesis(student2k).eval()
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(1, 96, 24, 24, generator=g)
+    uv = torch.randn(1, 32, 24, 24, generator=g)
+    with torch.no_grad():
+        base = syn(y, uv)[0][0, 0]
+        y2 = y.clone()
+        y2[..., 12, 12] += 5.0
+        moved = syn(y2, uv)[0][0, 0]
+    rows = torch.nonzero((moved != base).any(1)).flatten()
+    assert 12 * 16 + fp.rows[0] <= int(rows[0]) and int(rows[-1]) <= 12 * 16 + fp.rows[1]
+
+
+def test_plan_covers_the_picture_once():
+    from codec.tiling import Footprint, plan_tiles
+
+    fps = {"y": Footprint(16, (-84, 99), (-84, 99)), "uv": Footprint(8, (-42, 49), (-42, 49))}
+    strips = plan_tiles(301, 467, 100, fps)          # rounded up to 112 pixels
+    cover = np.zeros((301, 467), int)
+    for strip in strips:
+        for t in strip:
+            a0, a1, b0, b1 = t.y
+            cover[a0:a1, b0:b1] += 1
+            r0, r1, c0, c1 = t.lat
+            assert 0 <= r0 < r1 <= 20 and 0 <= c0 < c1 <= 32
+    assert (cover == 1).all() and len(strips) == 3 and len(strips[0]) == 5
+    assert plan_tiles(301, 467, 0, fps)[0][0].lat == (0, 20, 0, 32)
+
+
+@pytest.mark.parametrize("name, tiles", [("student-2k", (256, 128, 48)), ("student-1k", (96,)), ("teacher", (160,))])
+def test_torch_tiled_equals_whole(picture, name, tiles):
+    from codec.weights import load_model
+
+    model = load_model(name)
+    with torch.inference_mode():
+        data = encode_image(model, picture, 2)
+    whole = decode_image(model, data)
+    for tile in tiles:
+        assert np.array_equal(decode_image(model, data, tile=tile), whole), (name, tile)
+
+
+def test_torch_cli_tile_option(student2k, picture, tmp_path):
+    """One torch thread: with several, torch's convolutions pick kernels by tensor shape and thread count
+    (1-ulp differences: the whole picture at 1 vs 2 threads differs at a few pixels by one level, and so
+    do tiles); the tiled decode is bit-identical to the whole one at a given single thread."""
+    (tmp_path / "a.bin").write_bytes(encode_image(student2k, picture, 1))
+    outs = []
+    for tile in ("64", "0"):
+        out = tmp_path / f"t{tile}.png"
+        r = subprocess.run([sys.executable, "-m", "codec", "decode", str(tmp_path / "a.bin"), "-o", str(out),
+                            "--tile", tile], cwd=ROOT, env={**ENV, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        outs.append(np.asarray(__import__("PIL.Image").Image.open(out)))
+    assert np.array_equal(*outs)
+
+
+@pytest.fixture(scope="module")
+def onnx_export(student2k, tmp_path_factory):
+    from export.exporter import export_model
+
+    out = tmp_path_factory.mktemp("tiling-export")
+    export_model(student2k, out, int8=True, calib=2, ort_format=False, encoder=False, log=lambda *_: None)
+    return out
+
+
+def test_onnx_tiled_equals_whole(student2k, picture, onnx_export):
+    from export.runtime import OnnxDecoder
+
+    data = encode_image(student2k, picture, 3)
+    torch_rgb = decode_image(student2k, data)
+    for int8, threads in ((False, 1), (True, 1), (False, 2)):
+        dec = OnnxDecoder(onnx_export, int8=int8, threads=threads)
+        assert dec.footprints and len(dec.crop_levels) == 3, "export without tiling data: the test would be void"
+        whole = dec.decode(data, tile=0)
+        assert whole.y is not None and whole.y.shape == SIZE
+        if not int8:
+            assert np.abs(whole.rgb.astype(int) - torch_rgb).max() <= 1
+        for tile in (256, 128, 48):
+            got = dec.decode(data, tile=tile)
+            assert got.y is None and np.array_equal(got.rgb, whole.rgb), (int8, threads, tile)
+            assert np.array_equal(got.residual, whole.residual) and np.array_equal(got.index, whole.index)
+
+
+def test_onnx_crops_change_nothing_without_tiles(student2k, onnx_export):
+    """The crop inputs' defaults keep everything: the graph computes what the uncropped one does."""
+    import onnxruntime as ort
+
+    from export.nets import deploy_synthesis
+
+    s = ort.InferenceSession(str(onnx_export / "synthesis.onnx"), providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(1)
+    y, uv = torch.randn(1, 96, 6, 10, generator=g), torch.randn(1, 32, 6, 10, generator=g)
+    out = s.run(None, {"y_hat": y.numpy(), "uv_hat": uv.numpy()})
+    with torch.no_grad():
+        ref = deploy_synthesis(student2k)(y, uv)
+    assert all(np.abs(a - b.numpy()).max() < 1e-4 for a, b in zip(out, ref))
+    crops = {i.name for i in s.get_overridable_initializers()}
+    assert crops >= {"crop1_starts", "crop1_ends", "crop2_starts", "crop4_ends"}
+    # a crop of the latent-grid features to rows 3..9, columns 3..13: the outputs shrink to that window,
+    # and pixels at least the footprint's reach (36 before, 52 after) inside it keep their values
+    y, uv = torch.randn(1, 96, 12, 16, generator=g), torch.randn(1, 32, 12, 16, generator=g)
+    feed = {"y_hat": y.numpy(), "uv_hat": uv.numpy()}
+    out = s.run(None, feed)
+    cropped = s.run(None, {**feed, "crop1_starts": np.array([3, 3]), "crop1_ends": np.array([9, 13])})
+    assert cropped[0].shape[-2:] == (96, 160) and cropped[1].shape[-2:] == (48, 80)
+    assert np.abs(cropped[0][0, 0, 36:44, 36:108] - out[0][0, 0, 84:92, 84:156]).max() < 1e-5
+    assert np.abs(cropped[0][0, 0, :8] - out[0][0, 0, 48:56, 48:208]).max() > 1e-3   # the cut edge differs
+
+
+def test_onnx_cli_streams_the_same_picture(student2k, picture, onnx_export, tmp_path):
+    """python -m export.decode --tile: PNG and PPM written strip by strip; every tile size, same picture."""
+    from PIL import Image
+
+    (tmp_path / "a.bin").write_bytes(encode_image(student2k, picture, 4))
+    pictures = []
+    for tile, ext in (("0", "png"), ("64", "png"), ("160", "ppm")):
+        out = tmp_path / f"t{tile}.{ext}"
+        r = subprocess.run([sys.executable, "-m", "export.decode", str(tmp_path / "a.bin"), "-o", str(out),
+                            "--onnx", str(onnx_export), "--tile", tile], cwd=ROOT, env=ENV, capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        pictures.append(np.asarray(Image.open(out)))
+        assert not list(tmp_path.glob("*.part"))
+    assert pictures[0].shape == (*SIZE, 3)
+    assert all(np.array_equal(pictures[0], p) for p in pictures[1:])
+    r = subprocess.run([sys.executable, "-m", "export.decode", str(tmp_path / "a.bin"), "-o", str(tmp_path / "x.zzz"),
+                        "--onnx", str(onnx_export)], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.startswith("error:") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_bad_tile_sizes(student2k, picture):
+    data = encode_image(student2k, picture[:40, :40], 1)
+    with pytest.raises(ValueError):
+        decode_image(student2k, data, tile=-16)
+    assert bsf.unpack(data).width == 40
