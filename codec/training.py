@@ -48,6 +48,7 @@ class TrainConfig:
     checkpoint_every_s: float = 300.0
     snapshot_every_s: float = 0.0  # >0: also keep weights every so often in RUN_DIR/snapshots (RD-vs-time curve)
     max_seconds: float = 0.0       # >0: end the run (normally, weights exported) after this much training time
+    gain_lr_scale: float = 1.0     # learning-rate factor of the rate points' gain vectors (YUVCodec.gain_steps)
     ema: float = 0.0               # >0: keep an exponential moving average of the weights (decay per step);
                                    # snapshots and exported weights are the average
     log_every: int = 10
@@ -164,11 +165,16 @@ class Trainer:
                 p.requires_grad_(n.split(".")[0] in ENCODER_MODULES or n.endswith("quantiles"))
         elif cfg.trainable != "all":
             raise ValueError(f"trainable must be 'all' or 'encoder', not {cfg.trainable!r}")
-        params = [p for n, p in model.named_parameters() if not n.endswith("quantiles") and p.requires_grad]
+        named = [(n, p) for n, p in model.named_parameters() if not n.endswith("quantiles") and p.requires_grad]
+        params = [p for n, p in named if n != "gain_steps"]
         if extra_modules is not None:
             params += list(extra_modules.parameters())
         self.extra_modules = extra_modules
-        self.opt = torch.optim.Adam(params, lr=cfg.lr)
+        groups = [{"params": params, "lr_scale": 1.0}]
+        gains = [p for n, p in named if n == "gain_steps"]
+        if gains:  # in scale-index steps (tens), not weight units (hundredths): Adam moves both ~lr per step
+            groups.append({"params": gains, "lr_scale": cfg.gain_lr_scale})
+        self.opt = torch.optim.Adam(groups, lr=cfg.lr)
         self.aux_opt = torch.optim.Adam([p for n, p in model.named_parameters() if n.endswith("quantiles")],
                                         lr=1e-3)
         if isinstance(images, Dataset):  # a ready source of 3xSxS crops (e.g. packed tiles)
@@ -234,7 +240,7 @@ class Trainer:
         s = load_checkpoint(self.ckpt)
         try:
             self.model.load_state_dict(s["model"])
-            self.opt.load_state_dict(s["opt"])
+            self._load_opt(s["opt"])
             self.aux_opt.load_state_dict(s["aux_opt"])
             if self.extra_modules is not None and "extra" in s:
                 self.extra_modules.load_state_dict(s["extra"])
@@ -246,6 +252,21 @@ class Trainer:
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"checkpoint {self.ckpt} does not fit this run: {_first_line(e)}") from None
         return True
+
+    def _load_opt(self, saved: dict) -> None:
+        """Load the optimiser's state; a checkpoint from before the gain vectors had their own parameter
+        group (one group, parameters in the model's order) is mapped onto the groups by parameter."""
+        if len(saved["param_groups"]) == len(self.opt.param_groups):
+            self.opt.load_state_dict(saved)
+            return
+        old_order = [p for n, p in self.model.named_parameters() if not n.endswith("quantiles")]
+        if self.extra_modules is not None:
+            old_order += list(self.extra_modules.parameters())
+        if len(old_order) != len(saved["param_groups"][0]["params"]):
+            raise ValueError("optimiser state does not match the model's parameters")
+        for i, p in enumerate(old_order):
+            if i in saved["state"]:
+                self.opt.state[p] = {k: v.clone() if torch.is_tensor(v) else v for k, v in saved["state"][i].items()}
 
     def _sync_grads(self, params) -> None:
         """Average gradients over ranks for parameters that live outside the DDP module."""
@@ -286,7 +307,7 @@ class Trainer:
             if self.step >= cfg.steps or self.interrupted or (cfg.max_seconds and time.time() - t0 > cfg.max_seconds):
                 break
             for g in self.opt.param_groups:
-                g["lr"] = lr_at(self.step, cfg)
+                g["lr"] = lr_at(self.step, cfg) * g.get("lr_scale", 1.0)
             y, uv = rgb_to_yuv420(rgb)
             if cfg.channels_last:
                 y, uv = y.contiguous(memory_format=torch.channels_last), uv.contiguous(memory_format=torch.channels_last)

@@ -56,3 +56,33 @@ def test_weight_average_is_exported_and_survives_a_resume(tmp_path):
     assert torch.allclose(stored.float(), averaged[name].to(stored.dtype).float(), atol=1e-2)
     again = Trainer(create_model("student-1k"), TrainConfig(**cfg), tmp_path, train_images()[:2])
     assert again.resume() and all(torch.equal(again.ema[n], trainer.ema[n]) for n in trainer.ema)
+
+
+def test_gain_vectors_have_their_own_learning_rate_and_old_optimiser_states_still_load(tmp_path):
+    """cfg.gain_lr_scale scales the rate points' gain vectors' learning rate (0: frozen); an optimiser
+    state saved with one parameter group (before the gains had theirs) is mapped onto the groups."""
+    import torch
+
+    from codec.data import train_images
+    from codec.registry import create_model
+    from codec.training import TrainConfig, Trainer
+
+    cfg = TrainConfig(steps=3, batch=2, crop=64, log_every=1, threads=1, gain_lr_scale=0.0)
+    trainer = Trainer(create_model("student-1k"), cfg, tmp_path, train_images()[:2])
+    gains = trainer.model.gain_steps.detach().clone()
+    other = trainer.model.synthesis_y.state_dict()
+    other = {k: v.clone() for k, v in other.items()}
+    trainer.train(progress=False)
+    assert torch.equal(trainer.model.gain_steps, gains)
+    assert any(not torch.equal(v, other[k]) for k, v in trainer.model.synthesis_y.state_dict().items())
+
+    one_group = [p for n, p in trainer.model.named_parameters() if not n.endswith("quantiles")]
+    old = torch.optim.Adam(one_group, lr=1e-3)
+    loss = sum(p.float().pow(2).sum() for p in one_group)
+    loss.backward()
+    old.step()
+    fresh = Trainer(create_model("student-1k"), cfg, tmp_path / "b", train_images()[:2])
+    fresh.model.load_state_dict(trainer.model.state_dict())
+    fresh._load_opt(old.state_dict())
+    p = fresh.model.gain_steps
+    assert torch.equal(fresh.opt.state[p]["exp_avg"], old.state[trainer.model.gain_steps]["exp_avg"])
