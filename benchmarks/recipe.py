@@ -13,18 +13,24 @@ import json
 import time
 from pathlib import Path
 
+# The old recipe's crops (uniform positions, full scale); every variant but the data ones keeps them, so
+# that each changes one thing against "noise" (the full profile itself now trains on textured crops).
+_OLD_DATA = {"detail": 0.0, "scales": (1.0,)}
+_NEW_DATA = {"detail": 1.0, "scales": (1.0, 0.75, 0.5)}
+
 # name -> (what changes, TrainConfig overrides)
 VARIANTS = {
-    "noise": ("baseline: classic rate term (uniform noise, every element coded, 1e-9 floor)", {"rate": "noise"}),
-    "coded": ("coded rate: skip, decoded-anchor context, exact bits; noise gradients", {"rate": "coded"}),
-    "coded-ste": ("coded rate with straight-through gradients at the coded values", {"rate": "coded-ste"}),
+    "noise": ("baseline: the classic rate gradient (uniform noise, every element coded), old crops",
+              {"rate": "noise", **_OLD_DATA}),
+    "coded": ("coded rate: skip, decoded-anchor context, exact bits; noise gradients", {"rate": "coded", **_OLD_DATA}),
+    "coded-ste": ("coded rate with straight-through gradients at the coded values", {"rate": "coded-ste", **_OLD_DATA}),
     "encoder-coded": ("coded rate, only the encoder trained (decoder and entropy models fixed)",
-                      {"rate": "coded", "trainable": "encoder"}),
-    "encoder-noise": ("classic rate, only the encoder trained", {"rate": "noise", "trainable": "encoder"}),
-    "data": ("classic rate, textured crops: detail=1, scales 1/0.75/0.5",
-             {"rate": "noise", "detail": 1.0, "scales": (1.0, 0.75, 0.5)}),
-    "coded+data": ("coded rate and textured crops",
-                   {"rate": "coded", "detail": 1.0, "scales": (1.0, 0.75, 0.5)}),
+                      {"rate": "coded", "trainable": "encoder", **_OLD_DATA}),
+    "encoder-noise": ("classic rate, only the encoder trained", {"rate": "noise", "trainable": "encoder", **_OLD_DATA}),
+    "data": ("classic rate, textured crops: detail=1, scales 1/0.75/0.5", {"rate": "noise", **_NEW_DATA}),
+    "coded+data": ("coded rate and textured crops", {"rate": "coded", **_NEW_DATA}),
+    "gain-lr": ("classic rate, the rate points' gain vectors at 50x the learning rate",
+                {"rate": "noise", "gain_lr_scale": 50.0, **_OLD_DATA}),
 }
 
 
