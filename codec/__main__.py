@@ -76,11 +76,10 @@ def cmd_decode(a) -> int:
     from .api import decode_planes
     from .bitstream import BitstreamError
     from .color import to_uint8, yuv420_to_rgb
-    from .registry import list_models
-    from .weights import find_model_for, shipped_weights
+    from .weights import find_model_for, shipped_models
 
     _, bs = _read_bitstream(a.bitstream, verify_crc=not a.no_crc)
-    candidates = list(a.weights) + [n for n in list_models() if shipped_weights(n).is_file()]
+    candidates = list(a.weights) + shipped_models()
     model = find_model_for(bs.model_id, candidates)
     if model is None:
         raise BitstreamError(f"no known model has id {bs.model_id.hex()}: the bitstream was made by "

@@ -81,6 +81,14 @@ def shipped_weights(name: str) -> Path:
     return WEIGHTS_DIR / f"{name}.safetensors"
 
 
+def shipped_models() -> list[str]:
+    """Names with weights in weights/: the presets, then derived models (e.g. ``student-2k-pruned``, whose
+    file names its preset and pruning plan); each works as ``load_model(name)``."""
+    presets = [n for n in list_models() if shipped_weights(n).is_file()]
+    others = sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors")) if WEIGHTS_DIR.is_dir() else []
+    return presets + [n for n in others if n not in presets]
+
+
 def load_model(name_or_path: str, weights: str | Path | None = None):
     """Build a model ready to code: a preset name (shipped weights) or a .safetensors path (its metadata
     names the preset and, for a pruned model, the pruning plan replayed before the weights are loaded).
@@ -91,6 +99,9 @@ def load_model(name_or_path: str, weights: str | Path | None = None):
         name = _preset_of(path)
     else:
         name = name_or_path
+        if path is None and name not in list_models() and shipped_weights(name).is_file():
+            path = shipped_weights(name)   # a shipped derived model, e.g. student-2k-pruned
+            name = _preset_of(path)
     path = path or shipped_weights(name)
     if not path.is_file():
         raise WeightsError(f"no weights for {name!r} at {path}: train it first or pass --weights")
@@ -132,7 +143,7 @@ def find_model_for(mid: bytes, candidates: list[str | Path] | None = None):
     """Return the loaded model whose id is ``mid`` among the candidates (paths or presets; by default
     every preset with shipped weights), or None."""
     if candidates is None:
-        candidates = [n for n in list_models() if shipped_weights(n).is_file()]
+        candidates = shipped_models()
     for c in candidates:
         try:
             model = load_model(str(c))

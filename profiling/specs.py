@@ -88,6 +88,9 @@ def _ours(spec: str) -> nn.Module:
         except WeightsError as e:
             raise ProfilingError(str(e)) from None
     known = list_models()
+    from codec.weights import shipped_weights
+    if spec not in known and shipped_weights(spec).is_file():   # a shipped derived model (student-2k-pruned)
+        return _ours(str(shipped_weights(spec)))
     if spec.split("+")[0] not in known:
         raise ProfilingError(f"unknown model {spec!r}; use a preset ({', '.join(known)}) with any options "
                              "(PRESET+OPT+...), a .safetensors checkpoint or compressai:NAME:QUALITY")

@@ -107,3 +107,22 @@ def test_scale_decoder_integer_path_equals_training_path_and_is_thread_independe
     # They may differ by one step on rare ties, never more.
     diff = (fake.long() - results[0]).abs()
     assert diff.max() <= 1 and diff.float().mean() < 0.01
+
+
+def test_a_derived_weights_file_in_weights_is_a_model_name(tmp_path, monkeypatch):
+    """weights/NAME.safetensors that is not a preset (e.g. student-2k-pruned) loads as --model NAME, is
+    among the decoder's candidates, and the profiler takes the name too."""
+    import codec.weights as cw
+    from codec.registry import create_model
+    from profiling.specs import _ours
+
+    monkeypatch.setattr(cw, "WEIGHTS_DIR", tmp_path)
+    model = create_model("student-1k")
+    cw.save_weights(model, tmp_path / "student-1k-mine.safetensors")
+    assert cw.shipped_models() == ["student-1k-mine"]
+    loaded = cw.load_model("student-1k-mine")
+    assert loaded.name == "student-1k"
+    assert cw.find_model_for(cw.model_id(loaded)) is not None
+    assert _ours("student-1k-mine").name == "student-1k"
+    with pytest.raises(cw.WeightsError):
+        cw.load_model("student-1k-other")
