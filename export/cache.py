@@ -12,11 +12,12 @@ def cached_export(model, int8: bool = False, cache: Path | None = None) -> Path:
     ``export_model`` unless ``cache`` (default runs/onnx-cache) already holds one of this very model."""
     from codec.weights import model_id
 
-    from .exporter import export_model
+    from .exporter import EXPORT_REVISION, export_model
 
     out = Path(cache or CACHE) / f"{model.name}-{model_id(model).hex()}"
-    manifest = out / "manifest.json"
-    nets = json.loads(manifest.read_text())["networks"] if manifest.is_file() else None
-    if nets is None or (int8 and not all(n.get("int8") for n in nets.values())):
+    manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}
+    nets = manifest.get("networks")
+    stale = manifest.get("export_revision", 1) < EXPORT_REVISION   # an earlier exporter's networks
+    if nets is None or stale or (int8 and not all(n.get("int8") for n in nets.values())):
         export_model(model, out, int8=int8, ort_format=False, encoder=False, log=lambda *_: None)
     return out

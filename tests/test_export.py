@@ -298,3 +298,19 @@ def test_refined_stream_decodes_alike_in_torch_and_onnx(student, exported, eval_
             assert abs(psnr_rgb(img, got) - psnr_rgb(img, ref)) < 1.0
         else:
             assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_cached_export_is_redone_when_an_earlier_exporter_wrote_it(tmp_path):
+    """runs/onnx-cache entries from an earlier exporter revision are re-exported, not fed to today's decoder."""
+    from codec.weights import load_model
+    from export.cache import cached_export
+    from export.exporter import EXPORT_REVISION
+
+    model = load_model("student-1k")
+    out = cached_export(model, cache=tmp_path)
+    manifest = out / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m["export_revision"] = EXPORT_REVISION - 1
+    manifest.write_text(json.dumps(m))
+    assert cached_export(model, cache=tmp_path) == out
+    assert json.loads(manifest.read_text())["export_revision"] == EXPORT_REVISION
