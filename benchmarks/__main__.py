@@ -72,7 +72,10 @@ def _run_and_write(args) -> None:
 def cmd_report(args) -> None:
     """Rebuild bd.csv, rd.md and the plots from rd.json."""
     from .report import load_result, write_results
-    for path in write_results(load_result(args.out), args.out):
+    result = load_result(args.out)
+    if args.anchor:
+        result["meta"]["extra_anchors"] = list(args.anchor)
+    for path in write_results(result, args.out):
         print(f"wrote {path}")
 
 
@@ -164,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     ts.add_argument("--out", default="results")
     rep = sub.add_parser("report", help="rebuild tables and plots from results/rd.json")
     rep.add_argument("--out", default="results", help="results folder (default: results)")
+    rep.add_argument("--anchor", action="append", default=[], metavar="CODEC",
+                     help="also compare every codec against this one (repeatable), e.g. a model's previous weights")
     ab = sub.add_parser("ablation", help="train and measure the seed papers' modules (results/ablation.md)")
     ab.add_argument("--base", default="student-2k", help="preset the modules are added to (default: student-2k)")
     ab.add_argument("--modules", default=None, help="comma-separated options (default: all; see codec.modules)")

@@ -47,12 +47,20 @@ def codec_order(result: dict) -> list[str]:
     return [c for c in ANCHORS if c in present] + [c for c in present if c not in ANCHORS]
 
 
+def anchors_of(result: dict) -> list[str]:
+    """The anchors with rows: JPEG and HEVC, then any asked for (``meta["extra_anchors"]``, e.g. the
+    previous weights of a model, for a direct comparison over the rates both curves cover)."""
+    present = codec_order(result)
+    extra = result.get("meta", {}).get("extra_anchors", [])
+    return [a for a in dict.fromkeys(list(ANCHORS) + list(extra)) if a in present]
+
+
 def compute_bd(result: dict) -> list[dict]:
     """BD rows for every data set x anchor x codec x metric."""
     out = []
     codecs = codec_order(result)
     for dname, images in datasets(result["rows"]).items():
-        for anchor in (a for a in ANCHORS if a in codecs):
+        for anchor in anchors_of(result):
             for codec in codecs:
                 for metric in METRICS:
                     s = bd_summary(result["rows"], anchor, codec, metric, images)
@@ -84,7 +92,7 @@ def markdown(result: dict) -> str:
     """The Markdown report: one table per data set, then settings and skipped codecs."""
     meta, rows = result["meta"], result["rows"]
     info = meta["codecs"]
-    anchors = [a for a in ANCHORS if a in codec_order(result)]
+    anchors = anchors_of(result)
     bd = {(b["dataset"], b["anchor"], b["codec"], b["metric"]): b for b in result["bd"]}
     lines = [
         "# Rate-distortion benchmark", "",

@@ -153,3 +153,22 @@ def test_pruned_and_int8_rows_with_torch_and_onnx_decode_times(tmp_path, monkeyp
     md = (out / "rd.md").read_text()
     assert "ONNX FP32 decode ms (wall/CPU)" in md and "| s-int8 | 4:2:0 |" in md and "ONNX INT8" in md
     assert main(["rd", "--data", str(data), "--int8", "no-equals-sign", "--out", str(out)]) == 1
+
+
+def test_report_compares_against_an_extra_anchor():
+    """`python -m benchmarks report --anchor NAME`: every codec's BD-rate against NAME too (e.g. a model's
+    previous weights), over the rates both curves cover."""
+    import math
+
+    from benchmarks.report import compute_bd
+
+    rows = []
+    for codec, factor in (("jpeg", 1.0), ("old", 0.8), ("new", 0.7)):
+        for i, bpp in enumerate((0.2, 0.4, 0.8, 1.6)):
+            rows.append({"codec": codec, "image": "kodim23", "bpp": bpp * factor, "psnr_yuv": 28.0 + 3 * i,
+                         "psnr_rgb": 28.0 + 3 * i, "ms_ssim": 0.9 + 0.02 * i})
+    result = {"meta": {"extra_anchors": ["old"]}, "rows": rows}
+    bd = compute_bd(result)
+    new_vs_old = [b for b in bd if b["anchor"] == "old" and b["codec"] == "new" and b["metric"] == "psnr_yuv"]
+    assert new_vs_old and math.isclose(new_vs_old[0]["bd_rate"], -12.5, abs_tol=0.5)
+    assert not any(b["anchor"] == "new" for b in bd)
