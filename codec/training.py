@@ -56,7 +56,7 @@ class TrainConfig:
     detail: float = 0.0            # crop sampling that favours detail (CropDataset)
     scales: tuple[float, ...] = (1.0,)   # random downscaling of the training photos (CropDataset)
     rate: str = "noise"            # gradients of the rate term (YUVCodec.forward): "noise", "coded", "coded-ste"
-    rate_refresh: int = 100        # steps between rebuilds of the coded rate's tables
+    rate_refresh: int = 100        # steps between rebuilds of the coded rate's tables (0: never)
     trainable: str = "all"         # "encoder": train only the analysis side (decoder and entropy models fixed)
     extra: dict = field(default_factory=dict)
 
@@ -312,7 +312,7 @@ class Trainer:
             if cfg.channels_last:
                 y, uv = y.contiguous(memory_format=torch.channels_last), uv.contiguous(memory_format=torch.channels_last)
             q = torch.randint(0, model.num_qualities, (rgb.shape[0],), generator=gen)
-            if self.step % cfg.rate_refresh == 0:
+            if cfg.rate_refresh and self.step % cfg.rate_refresh == 0:
                 model.refresh_rate_tables()
                 model.train()
             with torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):

@@ -208,7 +208,7 @@ def qat_finetune(model, steps: int, images: list, run_dir: str | Path, lr: float
         handle.calibrate(model, calibration_crops(calib))
         cfg = TrainConfig(steps=steps, batch=batch, crop=crop, lr=lr, warmup=min(20, max(1, steps // 10)),
                           crops_per_epoch=max(batch * steps, 64), threads=threads, log_every=min(10, steps),
-                          checkpoint_every_s=1e9, seed=seed)
+                          checkpoint_every_s=1e9, seed=seed, rate_refresh=0)  # entropy model fixed
         metrics = Trainer(model, cfg, run_dir, images).train(progress=progress)
     finally:
         handle.remove()
