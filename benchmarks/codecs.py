@@ -78,12 +78,30 @@ class Codec:
         raise NotImplementedError
 
 
-class PillowJPEG(Codec):
+class PillowCodec(Codec):
+    """A codec Pillow writes and reads in-process: ``pil_format`` saved with ``save_options`` and the quality."""
+
+    pil_format = ""
+    suffix = ""
+    save_options: dict = {}
+
+    def encode(self, rgb, q, workdir):
+        out = Path(workdir) / f"q{q}.{self.suffix}"
+        Image.fromarray(rgb, "RGB").save(out, self.pil_format, quality=int(q), **self.save_options)
+        return out
+
+    def decode(self, path, workdir):
+        with Image.open(path) as im:
+            return np.array(im.convert("RGB"))
+
+
+class PillowJPEG(PillowCodec):
     """JPEG through Pillow (libjpeg-turbo), 4:2:0, standard tables: the project's reference JPEG."""
 
     name = "jpeg"
     qualities = [5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95]
     settings = "Pillow save(quality=q, subsampling=2), decoded in-process"
+    pil_format, suffix, save_options = "JPEG", "jpg", {"subsampling": 2}
 
     def available(self) -> tuple[bool, str]:
         return True, ""
@@ -91,15 +109,6 @@ class PillowJPEG(Codec):
     def version(self) -> str:
         from PIL import __version__, features
         return f"Pillow {__version__}, libjpeg-turbo {features.version('libjpeg_turbo')}"
-
-    def encode(self, rgb, q, workdir):
-        out = Path(workdir) / f"q{q}.jpg"
-        Image.fromarray(rgb, "RGB").save(out, "JPEG", quality=int(q), subsampling=2)
-        return out
-
-    def decode(self, path, workdir):
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
 
 
 class CJpeg(Codec):

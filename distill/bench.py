@@ -15,19 +15,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from benchmarks.codecs import Codec, LearnedCodec, WebP, classical_codecs
+from benchmarks.codecs import Codec, LearnedCodec, PillowCodec, WebP, classical_codecs
 
 # ---- codecs ---------------------------------------------------------------------------------------
 
 
-class PillowWebP(Codec):
+class PillowWebP(PillowCodec):
     """Lossy WebP (VP8 intra, 4:2:0) through Pillow's libwebp, with the settings of the cwebp codec."""
 
     name = "webp"
     qualities = WebP.qualities
     settings = "Pillow save(format='WEBP', quality=q, method=6), decoded in-process"
+    pil_format, suffix, save_options = "WEBP", "webp", {"method": 6}
 
     def available(self) -> tuple[bool, str]:
         from PIL import features
@@ -38,15 +38,6 @@ class PillowWebP(Codec):
     def version(self) -> str:
         from PIL import __version__, features
         return f"Pillow {__version__}, libwebp {features.version('webp')}"
-
-    def encode(self, rgb, q, workdir):
-        out = Path(workdir) / f"q{q}.webp"
-        Image.fromarray(rgb, "RGB").save(out, "WEBP", quality=int(q), method=6)
-        return out
-
-    def decode(self, path, workdir):
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
 
 
 def webp_codec() -> Codec:
