@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 data: venv
-	$(PYTHON) -m codec.data fetch
+	$(PYTHON) -m photos fetch
 
 test: venv data
 	$(PYTHON) -m pytest

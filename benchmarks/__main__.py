@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from codec.data import ImageError, eval_images
+from codec.cli_util import run_command
+from codec.images import ImageError
+from photos import eval_images
 
 from .codecs import CodecError
 
@@ -82,7 +84,7 @@ def cmd_report(args) -> None:
 def cmd_train_speed(args) -> None:
     """Measure training throughput and write results/train_speed.{md,json}."""
     from codec.registry import list_models
-    from codec.training import auto_threads
+    from training import auto_threads
 
     from .train_speed import run
     models = [m.strip() for m in args.models.split(",")] if args.models else list_models()
@@ -204,17 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     add_speed_parser(sub)
     args = parser.parse_args(argv)
     args.argv = argv
-    try:
-        {"rd": cmd_rd, "report": cmd_report, "train-speed": cmd_train_speed,
-         "ablation": cmd_ablation, "effort": cmd_effort,
-         "recipe": cmd_recipe, "rate-check": cmd_rate_check, "speed": cmd_speed}[args.command](args)
-    except (ImageError, ValueError, RuntimeError, CodecError, OSError) as exc:
-        from codec.cli_util import fail
-        return fail(exc)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    commands = {"rd": cmd_rd, "report": cmd_report, "train-speed": cmd_train_speed, "ablation": cmd_ablation,
+                "effort": cmd_effort, "recipe": cmd_recipe, "rate-check": cmd_rate_check, "speed": cmd_speed}
+    return run_command(lambda: commands[args.command](args), (ImageError, ValueError, RuntimeError, CodecError, OSError))
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def train_variant(name: str, run_dir: Path, init: Path | None, steps: int, image
                   crop: int, threads: int, progress: bool, seed: int = 0) -> dict:
     """Fine-tune one variant from ``init`` and export its weights; returns a summary."""
     from codec.registry import create_model
-    from codec.training import TrainConfig, Trainer, export_trained
+    from training import TrainConfig, Trainer, export_trained
 
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a fresh run every time: same start, same steps for every variant
@@ -84,7 +84,7 @@ def run(base: str = "student-2k", modules: list[str] | None = None, steps: int =
     {"encoder_kmac", "decoder_kmac"} (default: the 2k decoder budget and 35x below the teacher's encoder)."""
     import torch
 
-    from codec.data import ensure_data, eval_images, train_images
+    from photos import ensure_data, eval_images, train_images
     from codec.modules import OPTIONS, check_options
     from codec.registry import list_models
     from codec.weights import shipped_weights, weights_metadata

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from codec.data import load_rgb
+from codec.images import load_rgb
 
 INSTALL_HINT = "benchmarks/install_codecs.sh"
 

@@ -1,6 +1,6 @@
 """Rate-distortion against training time: BD-rate vs JPEG on the evaluation set, from real bitstreams, for
 every weights snapshot a long run kept (``RUN_DIR/snapshots/step-N.safetensors``, see
-``codec.training.Trainer.snapshot``) plus any weights files named on the command line.
+``training.Trainer.snapshot``) plus any weights files named on the command line.
 
     python -m benchmarks.curve --run teacher=runs/teacher-full --run student-2k=runs/student-2k-full-nokd \
         [--extra teacher=weights/teacher.safetensors] [--images N] [--out results]
@@ -22,7 +22,7 @@ METRIC = "psnr_yuv"
 
 def point_of(label: str, weights: Path, run_dir: Path | None) -> dict:
     """Describe one weights file: label, step, CPU-hours (measured by its trainer), file and model id."""
-    from codec.training import log_train_seconds
+    from training import log_train_seconds
     from codec.weights import load_model, model_id, weights_metadata
 
     meta = weights_metadata(weights)
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch
 
-        from codec.data import eval_images
+        from photos import eval_images
         torch.set_num_threads(1)
         runs, extra = _pairs(a.run, "--run"), _pairs(a.extra, "--extra")
         if not runs and not extra:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from codec import bitstream as bsf
 from codec.api import decode_image, encode_image, pad_planes
 from codec.color import to_tensor
-from codec.data import load_rgb
+from codec.images import load_rgb
 from codec.metrics import psnr_rgb, psnr_yuv
 from codec.refine import EFFORTS, refine_latents
 from codec.weights import load_model, model_id

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from codec.data import load_rgb
+from codec.images import load_rgb
 from codec.metrics import ms_ssim_rgb, psnr_rgb, psnr_yuv
 
 from .codecs import Codec, CodecError, classical_codecs, learned_codecs

@@ -75,7 +75,7 @@ def run(variants: list[str], steps: int, lr: float, init: str | Path, out: Path,
     """Train and measure the variants; write recipe.{json,md}."""
     import torch
 
-    from codec.data import ensure_data, eval_images, train_images
+    from photos import ensure_data, eval_images, train_images
     from codec.weights import weights_metadata
 
     from .bdrate import bd_summary

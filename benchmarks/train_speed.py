@@ -24,7 +24,7 @@ def step_time(name: str, bf16: bool, channels_last: bool, steps: int, batch: int
     """(median seconds of one training step, seconds of the first step) of preset ``name`` on random crops."""
     from codec.color import rgb_to_yuv420
     from codec.registry import create_model
-    from codec.training import rd_loss
+    from training import rd_loss
 
     torch.manual_seed(0)
     model = create_model(name).train()

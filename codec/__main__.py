@@ -54,7 +54,7 @@ def _has_alpha(path: str) -> bool:
 
 def cmd_encode(a) -> int:
     from .api import encode_image
-    from .data import load_rgb
+    from .images import load_rgb
     from .refine import effort_level
     from .weights import load_model
 

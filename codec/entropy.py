@@ -35,6 +35,15 @@ PRECISION = 16                  # compressai's CDF precision: frequencies sum to
 ISOLATE = bool(sys.executable) and os.name == "posix"
 TIME_LIMIT_S = 10.0             # helper time limit: this plus 2 microseconds per symbol
 
+# The Gaussian scales the integer scale index selects (a geometric table, shared by every model).
+SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
+LOG_STEP = math.log(SCALE_MAX / SCALE_MIN) / (SCALE_LEVELS - 1)
+
+
+def make_scale_table() -> list[float]:
+    """The geometric table of Gaussian scales indexed by the integer scale index."""
+    return [SCALE_MIN * math.exp(LOG_STEP * i) for i in range(SCALE_LEVELS)]
+
 
 class CdfTables:
     """Quantised CDF tables of a compressai entropy model (EntropyBottleneck or GaussianConditional)."""

@@ -23,7 +23,6 @@ move the picture by a hair but can never desynchronise the bitstream.
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 
 import torch
@@ -32,16 +31,14 @@ from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.models import CompressionModel
 
 from .bitstream import Bitstream, BitstreamError
-from .entropy import CdfTables, decode_symbols, encode_symbols, estimated_bits
+from .entropy import (LOG_STEP, SCALE_LEVELS, SCALE_MIN, CdfTables, decode_symbols, encode_symbols,
+                      estimated_bits, make_scale_table)
 from .intnet import INPUT_MAX, INPUT_MIN, ste_round
 from .rate import SymbolCost, proxy_bits, straight_through
 
 FEATURE_LOSS_WEIGHT = 1.0   # seed 001 trains its feature enhancement loss with lambda_f = 1 (its Eq. 17)
 SKIP_TEMPERATURE = 1.0      # width, in scale-index steps, of the soft skip gate's surrogate gradient
 RATE_MODES = ("coded", "coded-ste", "noise")
-
-SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
-LOG_STEP = math.log(SCALE_MAX / SCALE_MIN) / (SCALE_LEVELS - 1)
 
 # Which side of the codec runs each transform (read by the profiler).
 MODULE_ROLES = {
@@ -72,11 +69,6 @@ def fp32_region(t: torch.Tensor):
 
 def _shifted(mean: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
     return mean if offset is None else mean + offset
-
-
-def make_scale_table() -> list[float]:
-    """The geometric table of Gaussian scales indexed by the integer scale index."""
-    return [SCALE_MIN * math.exp(LOG_STEP * i) for i in range(SCALE_LEVELS)]
 
 
 def checkerboard(h: int, w: int, device=None) -> torch.Tensor:

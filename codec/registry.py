@@ -1,18 +1,20 @@
 """One registry of named model presets (teacher and students), in the manner of timm's.
 
 Model packages register builders with ``@register("name")``; ``create_model("name")`` builds one.
-The packages are imported on first use, so the core never names their internals.
+The core names no model package: each one declares itself as an entry point of the group
+``lightcodec.models`` (pyproject.toml), loaded on first use; importing a package's presets module
+registers it too (how a run without the installed package, e.g. on a lent GPU, gets its models).
 
 A name may add options (the seed papers' modules, codec.modules) after the preset: ``BASE+OPT+OPT``,
 e.g. ``student-2k+hda+gmm``. Builders receive the option tuple; the model's ``name`` is the full name.
 """
 from __future__ import annotations
 
-import importlib
+from importlib.metadata import entry_points
 from typing import Callable
 
 _BUILDERS: dict[str, Callable] = {}
-_MODEL_PACKAGES = ("teacher", "student")
+ENTRY_POINT_GROUP = "lightcodec.models"
 
 
 def register(name: str):
@@ -26,12 +28,8 @@ def register(name: str):
 
 
 def _load_packages() -> None:
-    for pkg in _MODEL_PACKAGES:
-        try:
-            importlib.import_module(f"{pkg}.presets")
-        except ModuleNotFoundError as e:
-            if e.name not in (pkg, f"{pkg}.presets"):
-                raise
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()   # importing the module runs its @register decorators
 
 
 def list_models() -> list[str]:
@@ -59,7 +57,8 @@ def create_model(name: str):
     _load_packages()
     base, options = split_name(name)
     if base not in _BUILDERS:
-        raise KeyError(f"unknown model {base!r}; known: {', '.join(sorted(_BUILDERS))}")
+        known = ", ".join(sorted(_BUILDERS)) or f"none (no {ENTRY_POINT_GROUP!r} entry points: pip install -e .)"
+        raise KeyError(f"unknown model {base!r}; known: {known}")
     model = _BUILDERS[base](options)
     model.name = name
     return model

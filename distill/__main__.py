@@ -37,14 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     from codec.cli_util import fail
-    from codec.data import ensure_data, train_images
+    from photos import ensure_data, train_images
 
     from .losses import KDWeights
     from .train import distill
 
     try:
         if a.export_checkpoint:
-            from codec.training import export_checkpoint
+            from training import export_checkpoint
             run_dir = a.run_dir or f"runs/distill-{a.student}-{a.profile}{'-nokd' if a.no_kd else ''}"
             out = a.out or f"weights/{a.student}.safetensors"
             print(f"{a.student} at step {export_checkpoint(a.student, run_dir, out)} -> {out}")

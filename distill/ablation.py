@@ -18,7 +18,7 @@ def run(student: str, teacher: str, steps: int | None, out: Path, images: int | 
     from benchmarks.bdrate import bd_summary
     from benchmarks.codecs import LearnedCodec, PillowJPEG
     from benchmarks.rd import run_rd
-    from codec.data import ensure_data, eval_images, train_images
+    from photos import ensure_data, eval_images, train_images
 
     from .losses import KDWeights
     from .train import distill

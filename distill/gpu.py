@@ -75,7 +75,7 @@ def _candidates(scaled: dict, tile: int, detail: float, rng) -> dict:
     """Non-overlapping tiles of every image at every scale ({(image, scale): array}): {scale: [(key,
     image, y, x, energy)]}, each scale's list in the order of a weighted draw without replacement
     (weight (energy + eps) ** detail, Efraimidis-Spirakis keys)."""
-    from codec import crops
+    from training import crops
 
     out: dict[float, list] = {}
     for (i, s), im in scaled.items():
@@ -97,8 +97,8 @@ def make_pack(paths: list, out: str | Path, tile: int = 320, max_mib: float = PA
     scales) into one .npz of at most ``max_mib`` MiB; returns what went in."""
     import numpy as np
 
-    from codec import crops
-    from codec.data import load_rgb
+    from training import crops
+    from codec.images import load_rgb
 
     t0 = time.monotonic()
     rng = np.random.default_rng(seed)
@@ -255,7 +255,7 @@ def unpack(src: str | Path, into: str | Path = "weights", verify: bool = False) 
     """Turn the returned parts into ``into``/PRESET.safetensors (entropy tables rebuilt here, step and
     GPU-seconds in the metadata); ``verify``: encode and decode a picture with each through the codec CLI."""
     from codec.registry import create_model
-    from codec.training import export_trained
+    from training import export_trained
     from codec.weights import WeightsError, load_model, weights_metadata
 
     found = read_parts(src)
@@ -365,7 +365,7 @@ class _Placeholder(torch.utils.data.Dataset):
 
 
 def _trainer_class():
-    from codec.training import Trainer
+    from training import Trainer
 
     class BurstTrainer(Trainer):
         """The shared Trainer fed from a TileSampler on its device, stopped by time or steps (one decision
@@ -438,7 +438,7 @@ def _source_meta(weights: Path) -> dict:
 def _start(trainer, weights: Path) -> str:
     """Resume the run's own checkpoint when it is ahead of ``weights``, else go on from ``weights`` and
     the step they record; returns which."""
-    from codec.training import continue_from, load_checkpoint
+    from training import continue_from, load_checkpoint
     from codec.weights import weights_metadata
 
     ckpt = trainer.ckpt
@@ -453,7 +453,7 @@ def _start(trainer, weights: Path) -> str:
 def _phase(name: str, model, profile: dict, o: BurstOptions, sampler, device, seconds: float,
            max_steps, weights: Path, distiller=None) -> tuple[dict, object]:
     """Train one model for ``seconds`` (or ``max_steps``) from ``weights``; returns its summary and trainer."""
-    from codec.training import TrainConfig
+    from training import TrainConfig
 
     cfg = TrainConfig(**{**profile, "batch": o.batch, "crop": o.crop, "bf16": o.bf16,
                          "channels_last": o.channels_last, "snapshot_every_s": o.snapshot_minutes * 60,
@@ -610,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     from codec.cli_util import fail
     try:
         if a.cmd == "pack":
-            from codec.data import train_images
+            from photos import train_images
             scales = tuple(float(s) for s in a.scales.split(","))
             info = make_pack(train_images(a.data), a.out, a.tile, a.max_mib, a.detail, scales, a.seed, a.max_tiles)
             print(json.dumps(info))
@@ -637,6 +637,10 @@ def _cmd_run(a) -> int:
         env = gpu_env.prepare(a.wheels, a.site)
     except gpu_env.EnvError as e:
         return fail(e)
+    # The lent machine runs from a copy of the tree, not an installed package: no entry points, so
+    # the model packages register by being imported.
+    import student.presets  # noqa: F401
+    import teacher.presets  # noqa: F401
     given = {k: v for k, v in dict(minutes=a.minutes, budget_minutes=a.budget, batch=a.batch, crop=a.crop,
                                      lr=a.lr, snapshot_minutes=a.snapshot_minutes).items() if v is not None}
     given.update(pack=Path(a.pack), weights_dir=Path(a.weights_dir), env=env,

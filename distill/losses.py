@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from codec.model import SCALE_LEVELS
+from codec.entropy import SCALE_LEVELS
 
 
 @dataclass
@@ -59,7 +59,7 @@ class Distiller(nn.Module):
         """Say once, on stderr (rank 0), what this distillation does differently."""
         if text not in self.notes:
             self.notes.append(text)
-            from codec.training import dist_info
+            from training import dist_info
             if dist_info()[0] == 0:
                 print(f"note: {text}", file=sys.stderr)
 

@@ -121,7 +121,7 @@ def calibrate(student: str) -> tuple[float, float]:
     import torch
 
     from codec.registry import create_model
-    from codec.training import rd_loss
+    from training import rd_loss
 
     def step_s(name: str) -> float:
         m = create_model(name).train()
@@ -505,8 +505,8 @@ def run(profile: str = "quick", student: str = "student-2k", *, start: str | Non
     teacher's cached RD rows (None: no cache)."""
     import torch
 
-    from codec.data import ensure_data, eval_images, train_images
-    from codec.training import auto_threads
+    from photos import ensure_data, eval_images, train_images
+    from training import auto_threads
     from codec.weights import load_model, shipped_weights
 
     from benchmarks.report import machine

@@ -51,7 +51,7 @@ def _stem(spec: str) -> str:
 
 def make_finetune(teacher, images: list, steps: int, lr: float, run_dir: Path, threads: int, progress: bool):
     """A ``finetune(model, round) -> metrics`` running the shared Trainer with the distillation terms."""
-    from codec.training import TrainConfig, Trainer
+    from training import TrainConfig, Trainer
 
     from .losses import Distiller, KDWeights
     from .train import PROFILES
@@ -154,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the pruning command line; returns the exit status."""
     a = _args(argv)
     from codec.cli_util import fail
-    from codec.data import ensure_data, eval_images, train_images
-    from codec.training import auto_threads
+    from photos import ensure_data, eval_images, train_images
+    from training import auto_threads
     from codec.weights import load_model
 
     from codec.weights import save_weights

@@ -5,7 +5,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from codec.registry import create_model
-from codec.training import TrainConfig, Trainer, continue_from, dist_info, export_trained, plot_log
+from training import TrainConfig, Trainer, continue_from, dist_info, export_trained, plot_log
 from codec.weights import load_weights, shipped_weights
 
 from .losses import Distiller, KDWeights

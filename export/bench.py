@@ -30,7 +30,8 @@ def bench_picture() -> np.ndarray:
     """A 768x512 evaluation photo (one of that size if there is one, else the first one resized)."""
     from PIL import Image
 
-    from codec.data import eval_images, load_rgb
+    from codec.images import load_rgb
+    from photos import eval_images
 
     paths = eval_images()
     for p in paths:
@@ -196,7 +197,8 @@ def _table(a, argv) -> int:
     import torch
 
     from codec.cli_util import fail
-    from codec.data import ImageError, eval_images
+    from codec.images import ImageError
+    from photos import eval_images
 
     from .table import parse_rows, run, write
 

@@ -15,7 +15,7 @@ import torch
 
 from codec.api import pad_planes
 from codec.color import to_tensor
-from codec.model import LOG_STEP, SCALE_LEVELS, SCALE_MAX, SCALE_MIN
+from codec.entropy import LOG_STEP, SCALE_LEVELS, SCALE_MAX, SCALE_MIN
 from codec.tiling import DEFAULT_TILE, probe_footprints
 from codec.weights import model_id
 

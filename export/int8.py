@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 from codec.api import pad_planes
 from codec.color import to_tensor
-from codec.data import load_rgb, train_images
+from codec.images import load_rgb
+from photos import train_images
 
 from .nets import net_inputs
 

@@ -38,7 +38,8 @@ def mosaic(height: int = 3000, width: int = 4000) -> np.ndarray:
     mirrored left-right, so no two cells are equal), cropped to ``width`` x ``height``."""
     from PIL import Image
 
-    from codec.data import eval_images, load_rgb
+    from codec.images import load_rgb
+    from photos import eval_images
 
     ch, cw = MOSAIC_CELL
     cells = []

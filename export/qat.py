@@ -193,7 +193,7 @@ def qat_finetune(model, steps: int, images: list, run_dir: str | Path, lr: float
     """Fine-tune the decoder-side networks of ``model`` in place for ``steps`` RD steps under fake
     quantisation (ranges from ``calib`` calibration crops, as the INT8 export calibrates); every other
     tensor comes back unchanged. Returns the last logged training metrics."""
-    from codec.training import TrainConfig, Trainer
+    from training import TrainConfig, Trainer
 
     from .int8 import calibration_crops
 
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from codec.cli_util import fail
     try:
-        from codec.data import ensure_data, train_images
+        from photos import ensure_data, train_images
         from codec.weights import load_model, model_id, save_weights
 
         if not a.output.endswith(".safetensors"):

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _export(a) -> int:
-    from codec.training import export_checkpoint
+    from training import export_checkpoint
 
     step = export_checkpoint("teacher", a.run_dir, a.out)
     print(f"teacher at step {step} -> {a.out}")
@@ -52,9 +52,9 @@ def _export(a) -> int:
 def _train(a) -> int:
     from pathlib import Path
 
-    from codec.data import ensure_data, train_images
+    from photos import ensure_data, train_images
     from codec.registry import create_model
-    from codec.training import TrainConfig, Trainer, continue_from, export_trained, plot_log
+    from training import TrainConfig, Trainer, continue_from, export_trained, plot_log
     from codec.weights import load_weights, shipped_weights
 
     cfg = TrainConfig(**PROFILES[a.profile], threads=a.threads, bf16=a.bf16, channels_last=a.channels_last)

@@ -14,7 +14,7 @@ TEST_TEACHER = ROOT / "runs" / "test-teacher" / "teacher.safetensors"
 
 @pytest.fixture(scope="session", autouse=True)
 def _threads():
-    from codec.training import auto_threads
+    from training import auto_threads
     torch.set_num_threads(auto_threads())
 
 
@@ -36,5 +36,5 @@ def teacher(trained_teacher_path):
 
 @pytest.fixture(scope="session")
 def eval_paths():
-    from codec.data import eval_images
+    from photos import eval_images
     return eval_images()

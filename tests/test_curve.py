@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 
 from benchmarks import curve
-from codec.data import train_images
+from photos import train_images
 from codec.registry import create_model
-from codec.training import TrainConfig, Trainer, log_train_seconds
+from training import TrainConfig, Trainer, log_train_seconds
 from codec.weights import weights_metadata
 
 

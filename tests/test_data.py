@@ -1,4 +1,4 @@
-"""Tests of codec.data that need no network: loading, listing, crops, manifest and CLI errors."""
+"""Tests of photos (the data command) and training crops that need no network: loading, listing, crops, manifest and CLI errors."""
 
 import pickle
 import subprocess
@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from codec import data
-from codec.data import ImageError, eval_images, list_images, load_rgb
+import photos as data
+from training import CropDataset
+from codec.images import ImageError, list_images, load_rgb
+from photos import eval_images
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -139,7 +141,7 @@ def test_crop_dataset(tmp_path):
     import torch
 
     paths = _write_images(tmp_path, [(90, 120), (50, 40)])
-    ds = data.CropDataset(paths, crop_size=64, count=10)
+    ds = CropDataset(paths, crop_size=64, count=10)
     assert isinstance(ds, torch.utils.data.Dataset)
     assert len(ds) == 10 and len(ds.images) == 2  # the small image is padded, not lost
     for i in range(len(ds)):
@@ -152,20 +154,20 @@ def test_crop_dataset(tmp_path):
 
 def test_crop_dataset_skip_seed_and_pickle(tmp_path):
     paths = _write_images(tmp_path, [(90, 120), (50, 40)])
-    ds = data.CropDataset(paths, crop_size=64, count=4, small="skip", seed=3)
+    ds = CropDataset(paths, crop_size=64, count=4, small="skip", seed=3)
     assert len(ds.images) == 1
     assert (ds[2] == ds[2]).all()  # a seeded dataset gives the same crop i every time
     clone = pickle.loads(pickle.dumps(ds))
     assert (clone[1] == ds[1]).all()
     with pytest.raises(ValueError):
-        data.CropDataset(paths[1:], crop_size=64, small="skip")
+        CropDataset(paths[1:], crop_size=64, small="skip")
 
 
 def test_crop_dataset_dataloader(tmp_path):
     import torch
 
     paths = _write_images(tmp_path, [(70, 70)])
-    loader = torch.utils.data.DataLoader(data.CropDataset(paths, 32, 8), batch_size=4)
+    loader = torch.utils.data.DataLoader(CropDataset(paths, 32, 8), batch_size=4)
     batch = next(iter(loader))
     assert batch.shape == (4, 3, 32, 32)
 
@@ -199,7 +201,7 @@ def test_fetch_skips_present_files(tmp_path, monkeypatch):
     def no_run(*args, **kwargs):
         raise AssertionError("fetch ran a command although every file is present")
 
-    monkeypatch.setattr(data.subprocess, "run", no_run)
+    monkeypatch.setattr(subprocess, "run", no_run)
     assert data.fetch(tmp_path) == tmp_path
     assert data.ensure_data(tmp_path) == tmp_path
     counts = data.summary(tmp_path)
@@ -207,7 +209,7 @@ def test_fetch_skips_present_files(tmp_path, monkeypatch):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "codec.data", *args], cwd=REPO_ROOT,
+    return subprocess.run([sys.executable, "-m", "photos", *args], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -264,7 +266,7 @@ def test_fetch_adds_new_items_to_existing_data(tmp_path, monkeypatch):
     def no_run(*args, **kwargs):
         raise AssertionError("the texture photos come from the installed scikit-image")
 
-    monkeypatch.setattr(data.subprocess, "run", no_run)
+    monkeypatch.setattr(subprocess, "run", no_run)
     data.fetch(tmp_path)
     for name in _TEXTURE:
         assert (tmp_path / "train" / f"{name}.png").is_file()
@@ -297,7 +299,7 @@ def _reference_crop(ds, index):
 @pytest.mark.parametrize("options", [{}, {"detail": 0.0, "scales": (1.0,)}])
 def test_crop_options_off_give_todays_crops(tmp_path, options):
     paths = _write_images(tmp_path, [(90, 120), (50, 40), (200, 70)])
-    ds = data.CropDataset(paths, crop_size=48, count=30, seed=11, **options)
+    ds = CropDataset(paths, crop_size=48, count=30, seed=11, **options)
     assert len(ds.images) == 3
     for i in range(len(ds)):
         np.testing.assert_allclose(ds[i].numpy(), _reference_crop(ds, i), atol=1e-6)
@@ -311,12 +313,12 @@ def _half_flat_half_noise(path, h=96, w=512):
 
 
 def test_detail_favours_textured_crops(tmp_path):
-    from codec.crops import detail_energy
+    from training.crops import detail_energy
 
     path = _half_flat_half_noise(tmp_path / "half.png")
 
     def flat_share(detail):
-        ds = data.CropDataset([path], crop_size=32, count=400, seed=2, detail=detail)
+        ds = CropDataset([path], crop_size=32, count=400, seed=2, detail=detail)
         crops = [(ds[i].numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8)
                  for i in range(len(ds))]
         return np.mean([detail_energy(c) < 1.0 for c in crops]), ds
@@ -345,14 +347,14 @@ def _row_period(crop):
 def test_scales_crop_the_downscaled_copies(tmp_path):
     board = _checkerboard(tmp_path / "board.png", 256, 8)
     tiny = _checkerboard(tmp_path / "tiny.png", 48, 8)
-    ds = data.CropDataset([board, tiny], crop_size=32, count=300, seed=4, scales=(1.0, 0.5))
+    ds = CropDataset([board, tiny], crop_size=32, count=300, seed=4, scales=(1.0, 0.5))
     # tiny is left out at scale 0.5, where it is smaller than the crop
     assert [im.shape[:2] for im in ds.images] == [(256, 256), (48, 48), (128, 128)]
     periods = np.array([_row_period(ds[i]) for i in range(len(ds))])
     assert set(np.round(periods).astype(int)) <= {4, 5, 6, 7, 8}
     halved = np.mean(periods < 6)
     assert 0.4 < halved < 0.6  # the scale is drawn uniformly
-    only_half = data.CropDataset([board], crop_size=32, count=50, seed=4, scales=(0.5,))
+    only_half = CropDataset([board], crop_size=32, count=50, seed=4, scales=(0.5,))
     assert all(_row_period(only_half[i]) < 6 for i in range(len(only_half)))
 
 
@@ -361,4 +363,4 @@ def test_scales_crop_the_downscaled_copies(tmp_path):
 def test_crop_options_are_checked(tmp_path, options):
     paths = _write_images(tmp_path, [(40, 40)])
     with pytest.raises(ValueError):
-        data.CropDataset(paths, crop_size=32, **options)
+        CropDataset(paths, crop_size=32, **options)

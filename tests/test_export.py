@@ -16,7 +16,7 @@ import torch
 from codec import bitstream as bsf
 from codec.api import decode_image, encode_image, pad_planes
 from codec.color import to_tensor
-from codec.data import load_rgb
+from codec.images import load_rgb
 from codec.metrics import psnr_rgb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -234,7 +234,7 @@ def test_bench_writes_reports(student, exported, tmp_path):
 def test_qat_changes_decoder_weights_and_int8_symbols_stay_identical(student, eval_paths, tmp_path, capsys):
     """Two QAT steps move only the decoder-side networks; their INT8 export decodes the QAT model's
     bitstreams with the torch encoder's symbols."""
-    from codec.data import train_images
+    from photos import train_images
     from codec.weights import load_model, model_id
     from export.exporter import export_model
     from export.qat import TRAINED, main, qat_finetune

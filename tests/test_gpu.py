@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def tiny_pack(tmp_path_factory) -> Path:
-    from codec.data import train_images
+    from photos import train_images
 
     out = tmp_path_factory.mktemp("pack") / "crops.npz"
     info = make_pack(train_images()[:3], out, tile=96, max_tiles=6, max_mib=1.0)
@@ -32,8 +32,8 @@ def tiny_pack(tmp_path_factory) -> Path:
 
 
 def test_pack_is_lossless_and_within_its_size(tiny_pack, tmp_path):
-    from codec import crops
-    from codec.data import load_rgb
+    from training import crops
+    from codec.images import load_rgb
 
     tiles = load_pack(tiny_pack)
     assert tiles.shape == (6, 3, 96, 96) and tiles.dtype == torch.uint8
@@ -42,7 +42,7 @@ def test_pack_is_lossless_and_within_its_size(tiny_pack, tmp_path):
             im = crops.downscale(load_rgb(ROOT / "data" / "train" / f"{z['source'][i]}.png"), float(z["scale"][i]))
             y, x = z["yx"][i]
             assert np.array_equal(im[y:y + 96, x:x + 96].transpose(2, 0, 1), tiles[i].numpy())
-    from codec.data import train_images
+    from photos import train_images
     small = make_pack(train_images()[:3], tmp_path / "small.npz", tile=96, max_mib=0.1)
     assert (tmp_path / "small.npz").stat().st_size <= 0.1 * 2**20 and 0 < small["tiles"]
     with pytest.raises(ValueError, match="no 4096x4096 tile fits"):

@@ -201,7 +201,8 @@ def test_ablation_command_end_to_end(tmp_path):
     from PIL import Image
 
     from benchmarks.ablation import run
-    from codec.data import eval_images, load_rgb
+    from codec.images import load_rgb
+    from photos import eval_images
     (tmp_path / "data").mkdir()
     Image.fromarray(load_rgb(eval_images()[0])[:128, :192]).save(tmp_path / "data" / "crop.png")
     r = run("student-1k", ["hda", "qecm"], steps=1, init="none", out=tmp_path / "out", data=tmp_path / "data",

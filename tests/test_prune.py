@@ -218,7 +218,7 @@ def test_prune_to_target_lowers_decoder_macs():
 def test_command_line_end_to_end(tmp_path, capsys):
     from PIL import Image
 
-    from codec.data import eval_images
+    from photos import eval_images
     from distill.prune_cli import main
 
     student = create_model("student-1k").eval()

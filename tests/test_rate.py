@@ -8,7 +8,7 @@ import torch
 from codec.api import encode_image, pad_planes
 from codec.bitstream import overhead_bytes
 from codec.color import to_tensor
-from codec.data import load_rgb
+from codec.images import load_rgb
 from codec.rate import SymbolCost, straight_through
 from codec.weights import load_model
 

@@ -12,7 +12,7 @@ import torch
 from codec import bitstream as bsf
 from codec.api import decode_image, encode_image, pad_planes
 from codec.color import rgb_to_yuv420, to_tensor
-from codec.data import load_rgb
+from codec.images import load_rgb
 from codec.refine import EFFORTS, Effort, effort_level, refine_latents
 from codec.weights import load_model, model_id
 

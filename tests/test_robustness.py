@@ -486,9 +486,9 @@ def _unsafe_files(tmp: Path, marker: Path) -> dict[str, Path]:
 
 
 def _tiny_trainer(run_dir: Path, images: Path, **cfg):
-    from codec.data import list_images
+    from codec.images import list_images
     from codec.registry import create_model
-    from codec.training import TrainConfig, Trainer
+    from training import TrainConfig, Trainer
     c = dict(steps=4, batch=2, crop=64, lr=1e-3, warmup=2, crops_per_epoch=64, threads=1, log_every=1)
     return Trainer(create_model("student-1k"), TrainConfig(**{**c, **cfg}), run_dir, list_images(images))
 
@@ -503,7 +503,7 @@ def train_images(tmp_path):
 
 
 def test_resume_refuses_unsafe_checkpoints(tmp_path, train_images):
-    from codec.training import CheckpointError
+    from training import CheckpointError
     marker = tmp_path / "PWNED"
     trainer = _tiny_trainer(tmp_path / "run", train_images)
     for name, path in _unsafe_files(tmp_path, marker).items():
@@ -555,9 +555,9 @@ def test_weights_that_are_not_safetensors_are_refused(tmp_path, capsys, student_
 _TRAIN = """
 import sys, torch
 from pathlib import Path
-from codec.data import list_images
+from codec.images import list_images
 from codec.registry import create_model
-from codec.training import TrainConfig, Trainer, export_trained
+from training import TrainConfig, Trainer, export_trained
 run, images, steps = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 cfg = TrainConfig(steps=steps, batch=2, crop=64, lr=1e-3, warmup=2, crops_per_epoch=64, threads=1,
                   checkpoint_every_s=0, log_every=1)
@@ -578,7 +578,7 @@ def _logged_steps(run: Path) -> int:
 
 
 def test_sigkill_mid_training_then_resume(tmp_path, train_images):
-    from codec.training import load_checkpoint
+    from training import load_checkpoint
     from codec.weights import load_model
     steps, run = 40, tmp_path / "run"
     args = [sys.executable, "-c", _TRAIN, str(run), str(train_images), str(steps)]

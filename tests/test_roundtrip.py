@@ -11,7 +11,7 @@ import torch
 from codec import bitstream as bsf
 from codec.api import decode_image, decode_planes, encode_image, pad_planes, reconstruct
 from codec.color import to_tensor
-from codec.data import load_rgb
+from codec.images import load_rgb
 
 
 def _quality(i, model):

@@ -13,7 +13,7 @@ import torch
 
 from codec import bitstream as bsf
 from codec.api import decode_image, encode_image
-from codec.data import load_rgb
+from codec.images import load_rgb
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE"}

@@ -28,7 +28,7 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
     assert summary["interrupted"] is True and "weights" not in summary
     assert 0 < summary["steps"] < 100000
 
-    from codec.training import load_checkpoint
+    from training import load_checkpoint
     assert load_checkpoint(run / "checkpoint.pt")["step"] == summary["steps"]
 
 
@@ -37,9 +37,9 @@ def test_weight_average_is_exported_and_survives_a_resume(tmp_path):
     snapshots hold it, and a resumed run continues the same average."""
     import torch
 
-    from codec.data import train_images
+    from photos import train_images
     from codec.registry import create_model
-    from codec.training import TrainConfig, Trainer
+    from training import TrainConfig, Trainer
     from codec.weights import load_model
 
     cfg = dict(steps=6, batch=2, crop=64, ema=0.9, log_every=2, threads=1, snapshot_every_s=1e-9)
@@ -63,9 +63,9 @@ def test_gain_vectors_have_their_own_learning_rate_and_old_optimiser_states_stil
     state saved with one parameter group (before the gains had theirs) is mapped onto the groups."""
     import torch
 
-    from codec.data import train_images
+    from photos import train_images
     from codec.registry import create_model
-    from codec.training import TrainConfig, Trainer
+    from training import TrainConfig, Trainer
 
     cfg = TrainConfig(steps=3, batch=2, crop=64, log_every=1, threads=1, gain_lr_scale=0.0)
     trainer = Trainer(create_model("student-1k"), cfg, tmp_path, train_images()[:2])

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from ..entropy import make_scale_table
 from .attention import ChannelSelfAttention, HybridAttention
 from .enhancement import DenseEnhance, LatentChain, PostFilter
 from .mixture import GlobalContext, MixtureConditional
@@ -136,7 +137,6 @@ def build(transforms: dict[str, nn.Module], cfg, options) -> tuple[dict[str, nn.
         hooks["qecm"] = FourierRounding()
     entropy = None
     if "gmm" in options:
-        from codec.model import make_scale_table
         hooks["global_context"] = GlobalContext(cfg.z_channels, m)
         entropy = MixtureConditional(make_scale_table())
     return hooks, entropy

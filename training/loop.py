@@ -12,11 +12,9 @@ import csv
 import json
 import math
 import os
-import pickle
 import signal
 import threading
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,7 +23,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .color import rgb_to_yuv420
+from codec.color import rgb_to_yuv420
+
+from .checkpoints import (CheckpointError, atomic_save, first_line, checkpoint_train_seconds, export_trained,
+                          load_checkpoint)
+from .crops import CropDataset
 
 # The transforms only the encoder runs (TrainConfig.trainable="encoder" trains these alone).
 ENCODER_MODULES = ("analysis_y", "analysis_uv", "hyper_analysis", "pre_analysis", "post_analysis")
@@ -86,37 +88,6 @@ def rd_loss(model, out: dict, y: torch.Tensor, uv: torch.Tensor, q: torch.Tensor
     return {"loss": loss, "bpp": bpp.mean().detach(), "mse": mse.mean().detach(), "psnr_yuv": psnr}
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that is unsafe to unpickle, unreadable, or written by another kind of run."""
-
-
-def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-
-
-def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint with ``torch.load(weights_only=True)``: tensors and numbers only, never code.
-    Raises CheckpointError (one line) for a file that holds anything else or cannot be read."""
-    try:
-        with warnings.catch_warnings():  # torch warns about foreign pickle protocols
-            warnings.simplefilter("ignore")
-            return torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as e:
-        # torch's message advises weights_only=False, i.e. running the file's code: keep only its reason.
-        lines = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()]
-        why = next((ln for ln in lines if not ln.startswith(("Please file", "Check the doc"))), "not a pickle")
-        raise CheckpointError(f"refused checkpoint {path}: not tensors and numbers only ({why.rstrip('.')}); "
-                              "nothing in it was run; delete it or start afresh") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def auto_threads() -> int:
     """Threads to use: the cores not already busy. Oversubscribing cores makes OpenMP's spinning
     threads slow training down by up to 50x on a shared 2-core machine (measured), so stay below."""
@@ -139,8 +110,6 @@ class Trainer:
 
     def __init__(self, model, cfg: TrainConfig, run_dir: str | Path, images: list,
                  extra_loss: Callable | None = None, extra_modules: torch.nn.Module | None = None):
-        from .data import CropDataset
-
         self.model, self.cfg, self.extra_loss = model, cfg, extra_loss
         self.rank, self.world = dist_info()
         self.run_dir = Path(run_dir)
@@ -231,7 +200,7 @@ class Trainer:
     def save(self) -> None:
         """Write the checkpoint atomically (rank 0 only)."""
         if self.rank == 0:
-            _atomic_save(self.state(), self.ckpt)
+            atomic_save(self.state(), self.ckpt)
 
     def resume(self) -> bool:
         """Load the run's checkpoint if there is one; returns whether it did."""
@@ -250,7 +219,7 @@ class Trainer:
                 self.ema = {n: t.clone() for n, t in s["ema"].items()} if "ema" in s else self._fresh_ema()
             torch.set_rng_state(s["rng"])
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
-            raise CheckpointError(f"checkpoint {self.ckpt} does not fit this run: {_first_line(e)}") from None
+            raise CheckpointError(f"checkpoint {self.ckpt} does not fit this run: {first_line(e)}") from None
         return True
 
     def _load_opt(self, saved: dict) -> None:
@@ -385,91 +354,3 @@ class Trainer:
                            threads=torch.get_num_threads())
         self.model.train()
         return out
-
-
-def log_train_seconds(log_path: Path, until_step: int | None = None) -> float | None:
-    """Training wall seconds a log.csv records (its clock restarts at each resume), in all or up to the
-    first row at or past ``until_step``; None when there is no such log or row."""
-    if not log_path.is_file():
-        return None
-    total, last = 0.0, 0.0
-    for row in csv.DictReader(open(log_path)):
-        t = float(row["time_s"])
-        if t < last:
-            total += last
-        last = t
-        if until_step is not None and int(row["step"]) >= until_step:
-            return total + t
-    return None if until_step is not None else total + last
-
-
-def checkpoint_train_seconds(state: dict, run_dir: str | Path) -> float:
-    """Training wall seconds of a checkpoint: stored in it, or (older checkpoints) read from the run's log."""
-    return float(state.get("train_s") or log_train_seconds(Path(run_dir) / "log.csv") or 0.0)
-
-
-def plot_log(run_dir: str | Path) -> Path:
-    """Draw loss, bpp and PSNR-YUV against steps from a run's log.csv into training.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    run_dir = Path(run_dir)
-    rows = list(csv.DictReader(open(run_dir / "log.csv")))
-    steps = [int(r["step"]) for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
-    for ax, key in zip(axes, ("loss", "bpp", "psnr_yuv")):
-        ax.plot(steps, [float(r[key]) for r in rows])
-        ax.set_xlabel("step")
-        ax.set_title(key + (" (training crops, estimated)" if key != "loss" else ""))
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out = run_dir / "training.png"
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
-
-
-def export_trained(model, run_dir: str | Path, out_path: str | Path, step: int | None = None,
-                   **meta) -> Path:
-    """Build the CDF tables and write the run's weights as safetensors (recording the training step and
-    any extra ``meta``, so that a long run can go on from shipped weights on another machine); returns the path."""
-    from .weights import save_weights
-
-    model.eval()
-    model.update(force=True)
-    meta = {k: v for k, v in {"step": step, **meta}.items() if v is not None}
-    return save_weights(model, out_path, meta=meta or None)
-
-
-def export_checkpoint(name: str, run_dir: str | Path, out_path: str | Path) -> int:
-    """Write weights from a run's latest checkpoint (also while it trains); returns its step."""
-    from .registry import create_model
-
-    ckpt = Path(run_dir) / "checkpoint.pt"
-    if not ckpt.is_file():
-        raise ValueError(f"no checkpoint at {ckpt}")
-    state = load_checkpoint(ckpt)
-    model = create_model(name)
-    model.load_state_dict(state["model"])
-    export_trained(model, run_dir, out_path, int(state["step"]),
-                   train_s=round(checkpoint_train_seconds(state, run_dir), 1))
-    return int(state["step"])
-
-
-def continue_from(trainer: "Trainer", weights: str | Path) -> bool:
-    """Start a run from shipped weights and the step they record (no checkpoint on this machine):
-    the learning-rate schedule goes on where it stopped; the optimiser state starts afresh."""
-    from .weights import load_weights, weights_metadata
-
-    weights = Path(weights)
-    if trainer.step or not weights.is_file():
-        return False
-    load_weights(trainer.model, weights)
-    if trainer.ema is not None:
-        trainer.ema = trainer._fresh_ema()
-    meta = weights_metadata(weights)
-    trainer.step = int(meta.get("step", 0))
-    trainer.train_s = float(meta.get("train_s", 0.0))
-    return True
