@@ -28,7 +28,7 @@ test: venv data
 # The quick profile self-distils the shipped student (FROM=scratch: train from random weights; the full
 # profile's default); ends with one screen, also runs/pipeline-PROFILE/summary.md and summary.json.
 distill: venv data
-	$(PYTHON) -m distill.pipeline --profile $(PROFILE) --student $(STUDENT) $(if $(FROM),--from $(FROM))
+	$(PYTHON) -m pipeline --profile $(PROFILE) --student $(STUDENT) $(if $(FROM),--from $(FROM))
 
 report: venv
 	$(PYTHON) -m profiling all --out reports

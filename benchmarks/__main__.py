@@ -13,7 +13,7 @@ from codec.cli_util import run_command
 from codec.images import ImageError
 from photos import eval_images
 
-from .codecs import CodecError
+from evaluation.codecs import CodecError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,8 +41,10 @@ def cmd_rd(args) -> None:
 
 def _run_and_write(args) -> None:
     """Select the codecs, run them on the images, print what was skipped, write results/."""
-    from .rd import run_rd, select_codecs
-    from .report import machine, write_results
+    from evaluation.rd import run_rd
+    from benchmarks.selection import select_codecs
+    from evaluation.machine import machine
+    from benchmarks.report import write_results
 
     if args.images is not None and args.images < 1:
         raise ValueError("--images must be at least 1")
@@ -73,7 +75,7 @@ def _run_and_write(args) -> None:
 
 def cmd_report(args) -> None:
     """Rebuild bd.csv, rd.md and the plots from rd.json."""
-    from .report import load_result, write_results
+    from benchmarks.report import load_result, write_results
     result = load_result(args.out)
     if args.anchor:
         result["meta"]["extra_anchors"] = list(args.anchor)

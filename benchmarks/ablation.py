@@ -90,9 +90,9 @@ def run(base: str = "student-2k", modules: list[str] | None = None, steps: int =
     from codec.weights import shipped_weights, weights_metadata
     from profiling import profile_model
 
-    from .bdrate import bd_summary
-    from .codecs import LearnedCodec, PillowJPEG
-    from .rd import run_rd
+    from evaluation.bdrate import bd_summary
+    from evaluation.codecs import LearnedCodec, PillowJPEG
+    from evaluation.rd import run_rd
 
     modules = list(modules if modules is not None else OPTIONS)
     try:
@@ -182,7 +182,7 @@ def run(base: str = "student-2k", modules: list[str] | None = None, steps: int =
 
 
 def _machine() -> str:
-    from .report import machine
+    from evaluation.machine import machine
     return machine()
 
 

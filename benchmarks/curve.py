@@ -53,9 +53,9 @@ def collect(runs: list[tuple[str, Path]], extra: list[tuple[str, Path]]) -> list
 def evaluate(points: list[dict], images: list[Path], cache: dict) -> tuple[list[dict], list[dict]]:
     """BD-rate vs JPEG for each point (new ones benchmarked, known model ids reused); returns
     (points with results, the JPEG rows)."""
-    from .bdrate import bd_summary
-    from .codecs import LearnedCodec, PillowJPEG
-    from .rd import run_rd
+    from evaluation.bdrate import bd_summary
+    from evaluation.codecs import LearnedCodec, PillowJPEG
+    from evaluation.rd import run_rd
 
     names = [p.name for p in images]
     jpeg_rows = [r for r in cache.get("jpeg_rows", []) if r["image"] in names]

@@ -25,8 +25,8 @@ from codec.metrics import psnr_rgb, psnr_yuv
 from codec.refine import EFFORTS, refine_latents
 from codec.weights import load_model, model_id
 
-from .bdrate import bd_summary
-from .report import machine
+from evaluation.bdrate import bd_summary
+from evaluation.machine import machine
 
 CHECKPOINTS = (25, 50, 100, 200, 400, 800)
 

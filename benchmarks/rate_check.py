@@ -21,7 +21,7 @@ from codec.color import to_tensor
 from codec.images import load_rgb
 from codec.weights import load_model
 
-from .report import machine
+from evaluation.machine import machine
 
 
 def _bits(model, y, uv, q: int, rate: str) -> tuple[float, float]:

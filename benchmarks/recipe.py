@@ -53,8 +53,8 @@ def train(variant: str, settings: dict, run_dir: Path, images: list, progress: b
 
 def evaluate(weights: dict[str, Path], images: list[Path], anchors: list[str]) -> list[dict]:
     """RD rows of every weights file and of the anchor codecs on the evaluation images."""
-    from .codecs import LearnedCodec, PillowJPEG, classical_codecs
-    from .rd import run_rd
+    from evaluation.codecs import LearnedCodec, PillowJPEG, classical_codecs
+    from evaluation.rd import run_rd
 
     codecs = [PillowJPEG()] + [classical_codecs()[a] for a in anchors if a != "jpeg" and a in classical_codecs()]
     for name, path in weights.items():
@@ -78,8 +78,8 @@ def run(variants: list[str], steps: int, lr: float, init: str | Path, out: Path,
     from photos import ensure_data, eval_images, train_images
     from codec.weights import weights_metadata
 
-    from .bdrate import bd_summary
-    from .report import machine
+    from evaluation.bdrate import bd_summary
+    from evaluation.machine import machine
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:

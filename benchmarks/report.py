@@ -10,25 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .bdrate import METHOD, METRICS, bd_summary
-from .rd import ANCHORS, FIELDS
+from evaluation.bdrate import METHOD, METRICS, bd_summary
+from evaluation.rd import ANCHORS, FIELDS
 
 # The Kodak (kodim23 and the TID2013 copies I03..I19) and Waterloo photos of the evaluation set.
 KODAK_WATERLOO = ["kodim23", "I03", "I04", "I06", "I08", "I19", "monarch", "sail", "tulips"]
 BD_FIELDS = ["dataset", "anchor", "codec", "metric", "bd_rate", "bd_quality_db", "n_images", "n_skipped"]
-
-
-def machine() -> str:
-    """CPU model, core count and OS of this machine, in one line."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
 def datasets(rows: list[dict]) -> dict[str, list[str]]:

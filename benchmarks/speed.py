@@ -70,7 +70,7 @@ def run(model_spec: str, sizes, n: int, threads: list[int], torch_decoder: bool,
         progress=print) -> dict:
     import torch
 
-    from benchmarks.codecs import classical_codecs
+    from evaluation.codecs import classical_codecs
     from codec.api import encode_image
     from codec.tiling import DEFAULT_TILE, decode_rgb
     from codec.weights import load_model

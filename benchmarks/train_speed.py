@@ -54,7 +54,7 @@ def run(models: list[str], steps: int, batch: int, crop: int, out: Path, threads
     """Measure every model in every mode; write the results files; return the rows."""
     from tqdm import tqdm
 
-    from .report import machine
+    from evaluation.machine import machine
 
     torch.set_num_threads(threads)
     rows = []

@@ -12,32 +12,24 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from training.cli import add_run_flags, training_images
+
     p = argparse.ArgumentParser(prog="python -m distill", description="Distil a student codec from the teacher.")
     p.add_argument("--student", default="student-2k", help="student preset")
     p.add_argument("--teacher", default="weights/teacher.safetensors",
                    help="teacher weights (.safetensors), or a CompressAI model: compressai:NAME:QUALITY[:PATH] "
                         "(zoo weights, or a local state dict; output and latent KD only)")
-    p.add_argument("--profile", choices=("quick", "full"), default="quick")
-    p.add_argument("--steps", type=int, help="override the profile's step count")
-    p.add_argument("--data", help="folder of training images (default: data/train)")
-    p.add_argument("--run-dir", help="checkpoints and logs (default runs/distill-STUDENT-PROFILE)")
-    p.add_argument("--out", help="weights to write (default RUN_DIR/STUDENT.safetensors)")
-    p.add_argument("--init", help="start from these student weights")
+    add_run_flags(p, ("quick", "full"), "checkpoints and logs (default runs/distill-STUDENT-PROFILE)",
+                  "weights to write (default RUN_DIR/STUDENT.safetensors)")
     p.add_argument("--kd-output", type=float, default=0.5, help="weight of reconstruction KD (0 = off)")
     p.add_argument("--kd-latent", type=float, default=0.1, help="weight of latent KD (0 = off)")
     p.add_argument("--kd-entropy", type=float, default=0.1, help="weight of mean/scale KD (0 = off)")
     p.add_argument("--no-kd", action="store_true", help="switch every distillation term off (RD loss only)")
-    p.add_argument("--threads", type=int, default=0, help="0 = the idle cores")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the transforms (entropy models stay fp32)")
-    p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
-    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
-    p.add_argument("--quiet", action="store_true")
     p.add_argument("--export-checkpoint", action="store_true",
                    help="only write --out weights from RUN_DIR's latest checkpoint (e.g. while it trains)")
     a = p.parse_args(argv)
 
     from codec.cli_util import fail
-    from photos import ensure_data, train_images
 
     from .losses import KDWeights
     from .train import distill
@@ -50,9 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{a.student} at step {export_checkpoint(a.student, run_dir, out)} -> {out}")
             return 0
         kd = KDWeights(0, 0, 0) if a.no_kd else KDWeights(a.kd_output, a.kd_latent, a.kd_entropy)
-        if not a.data:
-            ensure_data()
-        images = train_images(a.data)
+        images = training_images(a.data)
         run_dir = a.run_dir or f"runs/distill-{a.student}-{a.profile}{'-nokd' if a.no_kd else ''}"
         summary = distill(a.student, a.teacher, run_dir, images, a.profile, kd, a.steps, a.threads, a.out,
                           a.init, resume=not a.fresh, progress=not a.quiet,

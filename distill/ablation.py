@@ -15,9 +15,9 @@ from pathlib import Path
 
 def run(student: str, teacher: str, steps: int | None, out: Path, images: int | None = None) -> dict:
     """Train both variants, benchmark them, write the results files; returns the summary."""
-    from benchmarks.bdrate import bd_summary
-    from benchmarks.codecs import LearnedCodec, PillowJPEG
-    from benchmarks.rd import run_rd
+    from evaluation.bdrate import bd_summary
+    from evaluation.codecs import LearnedCodec, PillowJPEG
+    from evaluation.rd import run_rd
     from photos import ensure_data, eval_images, train_images
 
     from .losses import KDWeights

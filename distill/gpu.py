@@ -522,7 +522,7 @@ def run_burst(o: BurstOptions) -> dict:
     """Teacher for ``o.minutes`` from the shipped weights, then the student from it in the time left;
     weights, logs and gpu.json go to ``o.out``. Returns the summary (also in gpu.json)."""
     from codec.registry import create_model
-    from teacher.__main__ import PROFILES as TEACHER_PROFILES
+    from training.teacher import PROFILES as TEACHER_PROFILES
 
     from .losses import Distiller, KDWeights
     from .train import PROFILES as STUDENT_PROFILES

@@ -70,9 +70,9 @@ def make_finetune(teacher, images: list, steps: int, lr: float, run_dir: Path, t
 
 def rd_eval(anchor: tuple[str, Path], test: tuple[str, Path], images: list, progress: bool) -> dict:
     """BD-rate (PSNR-YUV) of ``test`` against ``anchor`` (name, weights) from real bitstreams."""
-    from benchmarks.bdrate import bd_summary
-    from benchmarks.codecs import LearnedCodec
-    from benchmarks.rd import run_rd
+    from evaluation.bdrate import bd_summary
+    from evaluation.codecs import LearnedCodec
+    from evaluation.rd import run_rd
 
     codecs = []
     for name, path in (anchor, test):

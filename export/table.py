@@ -52,8 +52,8 @@ def weights_path(spec: str) -> Path:
 
 def _codec(row: Row):
     """The benchmark codec of a row, model loaded ((False, reason) of ``available`` raises)."""
-    from benchmarks.codecs import LearnedCodec
-    from benchmarks.onnx_codecs import OnnxInt8Codec
+    from evaluation.codecs import LearnedCodec
+    from export.codecs import OnnxInt8Codec
 
     codec = OnnxInt8Codec(row.name, row.spec) if row.int8 else LearnedCodec(row.name, weights_path(row.spec))
     ok, why = codec.available()
@@ -64,9 +64,9 @@ def _codec(row: Row):
 
 def accuracy(codecs: list, anchor: str, images: list[Path], progress: bool) -> dict[str, dict]:
     """Per codec: BD figures (PSNR-YUV) against JPEG and against ``anchor``, bpp range, from real files."""
-    from benchmarks.bdrate import bd_summary
-    from benchmarks.codecs import PillowJPEG
-    from benchmarks.rd import run_rd
+    from evaluation.bdrate import bd_summary
+    from evaluation.codecs import PillowJPEG
+    from evaluation.rd import run_rd
 
     rows, failed = run_rd(images, [PillowJPEG(), *codecs], progress=progress)
     if failed:
@@ -105,7 +105,7 @@ def latency_and_size(row: Row, codec, quality: int, n: int) -> dict:
 
 def run(rows: list[Row], anchor: str, images: list[Path], quality: int, n: int, progress: bool = True) -> dict:
     """Measure every row; returns the JSON-ready result."""
-    from benchmarks.report import machine
+    from evaluation.machine import machine
 
     if anchor not in {r.name for r in rows}:
         raise ValueError(f"--anchor {anchor!r} is not one of the rows")

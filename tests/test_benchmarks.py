@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import benchmarks.codecs as bcodecs
-import benchmarks.rd as brd
+import benchmarks.selection as bselection
+import evaluation.codecs as bcodecs
 from benchmarks.__main__ import main
-from benchmarks.bdrate import bd_pair, bd_summary, rd_curve
-from benchmarks.codecs import PillowJPEG, WebP
-from benchmarks.rd import bits_per_pixel, measure, select_codecs
+from evaluation.bdrate import bd_pair, bd_summary, rd_curve
+from evaluation.codecs import PillowJPEG, WebP
+from evaluation.rd import bits_per_pixel, measure
+from benchmarks.selection import select_codecs
 
 RATES = np.array([0.1, 0.2, 0.4, 0.8, 1.6])
 PSNR = np.array([28.0, 31.5, 34.5, 37.0, 39.0])
@@ -80,7 +81,7 @@ def test_pillow_jpeg_sweep_is_monotone_in_bytes(tmp_path):
 
 def test_missing_tool_is_skipped_with_a_reason(monkeypatch):
     monkeypatch.setattr(bcodecs.shutil, "which", lambda name: None)
-    monkeypatch.setattr(brd, "learned_codecs", lambda *args, **kwargs: [])
+    monkeypatch.setattr(bselection, "learned_codecs", lambda *args, **kwargs: [])
     ok, reason = WebP().available()
     assert not ok and "cwebp" in reason and "apt-get install -y webp" in reason
     usable, skipped = select_codecs(["webp"])
@@ -92,7 +93,7 @@ def test_missing_tool_is_skipped_with_a_reason(monkeypatch):
 
 def test_cli_runs_end_to_end_and_reports_skips(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bcodecs.shutil, "which", lambda name: None)
-    monkeypatch.setattr(brd, "learned_codecs", lambda *args, **kwargs: [])
+    monkeypatch.setattr(bselection, "learned_codecs", lambda *args, **kwargs: [])
     data, out = tmp_path / "data", tmp_path / "results"
     data.mkdir()
     for i in range(2):

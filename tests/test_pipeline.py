@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill.summary import NOISE, bd_cell, check
+from pipeline.summary import NOISE, bd_cell, check
 
 ROWS = ["teacher", "shipped", "student", "pruned", "int8"]
 
@@ -18,7 +18,7 @@ def tiny_run(tmp_path_factory):
     """The pipeline on student-1k: 2 distillation steps, 2 recovery steps, 1 evaluation image."""
     import torch
 
-    from distill.pipeline import run
+    from pipeline.run import run
     threads = torch.get_num_threads()
     out = tmp_path_factory.mktemp("pipeline")
     try:
@@ -63,7 +63,7 @@ def test_summary_is_consistent(tiny_run):
     assert rows["int8"]["onnx_int8_ms"] > 0 and rows["int8"]["onnx_fp32_ms"] is None
     assert rows["teacher"]["onnx_fp32_ms"] is None and "not timed" in rows["teacher"]["note"]
     # the BD figures are those of the RD stage's rows
-    from benchmarks.bdrate import bd_summary
+    from evaluation.bdrate import bd_summary
     rd = json.loads((tiny_run / "rd" / "rd.json").read_text())
     codecs = {r["codec"] for r in rd["rows"]}
     assert {"jpeg", "webp"} | {r["codec"] for r in s["rows"]} <= codecs
@@ -80,7 +80,7 @@ def test_summary_is_consistent(tiny_run):
 
 
 def test_screen_ends_with_the_table_files_and_next_commands(tiny_run):
-    from distill.summary import screen
+    from pipeline.summary import screen
     s = json.loads((tiny_run / "summary.json").read_text())
     text = screen(s)
     assert "vs JPEG" in text and "vs WebP" in text and "ONNX FP32 ms" in text
@@ -90,7 +90,7 @@ def test_screen_ends_with_the_table_files_and_next_commands(tiny_run):
 
 # ---- the pieces ------------------------------------------------------------------------------------
 def test_pillow_webp_round_trip(tmp_path):
-    from distill.bench import PillowWebP, classical
+    from pipeline.bench import PillowWebP, classical
     rng = np.random.default_rng(0)
     rgb = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
     c = PillowWebP()

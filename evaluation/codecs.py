@@ -286,8 +286,9 @@ class LearnedCodec(Codec):
     chroma = "4:2:0"
     decoder = "torch"
 
-    def __init__(self, name: str, weights: str | Path | None = None, onnx: bool = False):
+    def __init__(self, name: str, weights: str | Path | None = None, onnx=None):
         self.name, self.weights, self.model = name, weights, None
+        # onnx: a function model -> ONNX FP32 decoder (export.codecs.onnx_decoder) to time as well
         self.onnx, self.onnx_decoder = onnx, None
         self.qualities = []
         self.settings = f"codec.api encode_image/decode_image (torch), weights {weights or 'shipped'}"
@@ -302,9 +303,8 @@ class LearnedCodec(Codec):
             return False, str(e)
         self.qualities = list(range(self.model.num_qualities))
         if self.onnx:
-            from .onnx_codecs import onnx_decoder
             try:
-                self.onnx_decoder = onnx_decoder(self.model, int8=False)
+                self.onnx_decoder = self.onnx(self.model)
                 self.settings += "; also the ONNX FP32 decoder (export.runtime, 1 thread)"
             except (ValueError, RuntimeError, OSError) as e:
                 self.settings += f"; no ONNX decoder: {str(e).splitlines()[0]}"
@@ -343,22 +343,3 @@ class LearnedCodec(Codec):
             return float(report.total("decoder"))
         except Exception:  # noqa: BLE001 - another package, API still moving: leave the column blank
             return None
-
-
-def learned_codecs(extra: dict[str, str] | None = None, int8: dict[str, str] | None = None,
-                   onnx: bool = False) -> list[LearnedCodec]:
-    """Every registry preset, every other weight file in weights/ (pruned models...), extra NAME ->
-    weights pairs, and INT8 codecs NAME -> model (preset or weights) decoded by the ONNX INT8 decoder;
-    ``onnx``: also time the ONNX FP32 decoder of the torch-decoded models."""
-    from codec.registry import list_models
-    from codec.weights import WEIGHTS_DIR
-
-    from .onnx_codecs import OnnxInt8Codec
-    presets = list_models()
-    # INT8 codecs first: their export holds the FP32 networks too, which the others then reuse.
-    out: list[LearnedCodec] = [OnnxInt8Codec(n, spec) for n, spec in (int8 or {}).items()]
-    out += [LearnedCodec(n, onnx=onnx) for n in presets]
-    others = sorted(WEIGHTS_DIR.glob("*.safetensors")) if WEIGHTS_DIR.is_dir() else []
-    out += [LearnedCodec(p.stem, p, onnx=onnx) for p in others if p.stem not in presets]
-    out += [LearnedCodec(n, p, onnx=onnx) for n, p in (extra or {}).items()]
-    return out

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.codecs import Codec, LearnedCodec, PillowCodec, WebP, classical_codecs
+from evaluation.codecs import Codec, LearnedCodec, PillowCodec, WebP, classical_codecs
 
 # ---- codecs ---------------------------------------------------------------------------------------
 
@@ -115,7 +115,7 @@ def cached_rd(codec: LearnedCodec, images: list[Path], cache: Path | None, progr
     """RD rows of a fixed model on ``images``: from ``cache`` when it holds this very model (model id) on
     these very images (their bytes), else measured now (and stored). Returns (rows, provenance) where
     provenance says {"cached": bool, "date": when measured, "seconds": measuring time}."""
-    from benchmarks.rd import run_rd
+    from evaluation.rd import run_rd
     from codec.weights import model_id
 
     path = None

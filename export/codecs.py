@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .codecs import LearnedCodec
+from evaluation.codecs import LearnedCodec
 
 
 def onnx_decoder(model, int8: bool, cache: Path | None = None):
     """An ``export.runtime.OnnxDecoder`` (1 thread) for ``model``, FP32 or INT8 networks, from its cached
     export (``export.cache``; written first when missing)."""
-    from export.cache import cached_export
-    from export.runtime import OnnxDecoder
+    from .cache import cached_export
+    from .runtime import OnnxDecoder
 
     return OnnxDecoder(cached_export(model, int8, cache), int8=int8, threads=1)
 

@@ -18,7 +18,7 @@ import numpy as np
 from codec.images import load_rgb
 from codec.metrics import ms_ssim_rgb, psnr_rgb, psnr_yuv
 
-from .codecs import Codec, CodecError, classical_codecs, learned_codecs
+from .codecs import Codec, CodecError
 
 FIELDS = ["image", "codec", "quality", "bytes", "bpp", "psnr_rgb", "psnr_yuv", "ms_ssim", "decode_s",
           "decode_cpu_s", "decode_onnx_s", "decode_onnx_cpu_s"]
@@ -28,34 +28,6 @@ ANCHORS = ("jpeg", "hevc")
 def bits_per_pixel(nbytes: int, height: int, width: int) -> float:
     """Rate of a coded file: its bytes * 8 over the picture's pixels."""
     return nbytes * 8.0 / (height * width)
-
-
-def select_codecs(names: list[str] | None = None, weights: dict[str, str] | None = None,
-                  int8: dict[str, str] | None = None, onnx: bool = False) -> tuple[list[Codec], dict[str, str]]:
-    """Pick codecs by name (default: every classical codec and every model) and check them.
-
-    ``weights``: extra models NAME -> weights file; ``int8``: INT8 codecs NAME -> model decoded by the
-    ONNX INT8 decoder; ``onnx``: also time the ONNX FP32 decoder of our torch-decoded models.
-    The anchors 'jpeg' and 'hevc' are always added. Returns (usable codecs, {skipped name: reason});
-    raises ValueError for an unknown name.
-    """
-    pool: dict[str, Codec] = classical_codecs()
-    pool.update({c.name: c for c in learned_codecs(weights, int8, onnx)})
-    if names:
-        unknown = [n for n in names if n not in pool]
-        if unknown:
-            raise ValueError(f"unknown codec {', '.join(unknown)}; known: {', '.join(pool)}")
-        wanted = [n for n in pool if n in names or n in ANCHORS]
-    else:
-        wanted = list(pool)
-    usable, skipped = [], {}
-    for name in wanted:
-        ok, reason = pool[name].available()
-        if ok:
-            usable.append(pool[name])
-        else:
-            skipped[name] = reason
-    return usable, skipped
 
 
 def _cpu_seconds() -> float:

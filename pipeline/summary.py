@@ -5,7 +5,10 @@ the pipeline's own measurements (profiler, real bitstreams of the RD stage, ONNX
 """
 from __future__ import annotations
 
+import json
 import math
+import os
+from pathlib import Path
 
 NOISE = 1.0   # % BD-rate: the spread of the same fine-tuning with another seed (README, seed-module ablation)
 
@@ -157,3 +160,126 @@ def markdown(s: dict) -> str:
     lines += ["", "## Files", ""] + [f"- {k}: `{v}`" for k, v in s["files"].items()]
     lines += ["", "## Next", ""] + [f"- {x['what']}: `{x['command']}`" for x in s["next"]]
     return "\n".join(lines) + "\n"
+
+
+# ---- the summary ------------------------------------------------------------------------------------
+def build_summary(entries: dict, rd: dict, images: list[Path], teacher_images: list[Path], meta: dict) -> dict:
+    """The summary dict (summary.json) from the entries and the RD rows: BD-rates, checks, verdicts."""
+    from evaluation.bdrate import bd_summary
+
+
+    rows = rd["result"]["rows"]
+    webp = "webp"
+    table = []
+    for key in ("teacher", "shipped", "student", "pruned", "int8"):
+        e = entries.get(key)
+        if e is None:
+            continue
+        r = {"key": key, "label": e.label, "codec": e.codec, "weights": str(e.weights),
+             "decoder_kmac": e.report.total("decoder") if e.report else None,
+             "encoder_kmac": e.report.total("encoder") if e.report else None,
+             "encoder_ratio": e.report.ratio("encoder") if e.report else None,
+             "decoder_ratio": e.report.ratio("decoder") if e.report else None,
+             "bd_jpeg": bd_summary(rows, "jpeg", e.codec, "psnr_yuv"),
+             "bd_webp": bd_summary(rows, webp, e.codec, "psnr_yuv"),
+             "input": e.input if e.input in entries else None,
+             "onnx_fp32_ms": e.onnx_ms.get("fp32"), "onnx_int8_ms": e.onnx_ms.get("int8"),
+             "onnx_dir": str(e.onnx_dir) if e.onnx_dir else None, "note": e.note,
+             "images": len({x["image"] for x in rows if x["codec"] == e.codec})}
+        if r["input"]:
+            r["vs_input"] = bd_summary(rows, entries[r["input"]].codec, e.codec, "psnr_yuv")
+        table.append(r)
+    by_key = {r["key"]: r for r in table}
+    t = by_key.get("teacher")
+    if t is not None:
+        prov = rd["teacher"]
+        how = (f"cached from a run on {prov['date']} ({prov['file']}; same model id, same image bytes)"
+               if prov.get("cached") else f"measured in this run ({prov.get('seconds', 0):.0f} s)")
+        if len(teacher_images) < len(images):
+            t["note"] = (f"RD on {len(teacher_images)} of the {len(images)} evaluation images "
+                         f"({', '.join(p.stem for p in teacher_images)}), {how}: the 70 kMAC/px teacher codes at "
+                         "about 1 s per picture, so its BD-rates are over those images only")
+        else:
+            t["note"] = f"RD on all {len(images)} evaluation images, {how}"
+        if t.get("onnx_fp32_ms") is None:
+            t["note"] += "; ONNX decode not timed (--no-teacher-onnx)"
+    stage_names = {"student": "distillation", "pruned": "pruning", "int8": "INT8 export"}
+    checks = [check(stage_names[r["key"]], r, by_key) for r in table if r.get("input")]
+
+    verdicts = []
+    d = meta["distillation"]
+    kd_label = {"student": f"the shipped {meta['student']} itself (self-distillation)",
+                "teacher": f"the VMuC teacher ({d['kd_teacher_weights']})",
+                "none": "none (RD loss only)"}[d["kd_teacher"]]
+    line = (f"Distillation: {d['steps']} steps from {d['init'] or 'random weights'} at lr {d['lr']:g}; "
+            f"teacher: {kd_label}. Why: {meta['kd_why']}")
+    s, tt = by_key.get("shipped"), by_key.get("teacher")
+    if s and tt and finite(s["bd_jpeg"]["bd_rate"]) and finite(tt["bd_jpeg"]["bd_rate"]):
+        line += (f" (measured here: teacher {tt['bd_jpeg']['bd_rate']:+.1f}% vs JPEG on {tt['bd_jpeg']['n_images']} "
+                 f"images, shipped student {s['bd_jpeg']['bd_rate']:+.1f}% on {s['bd_jpeg']['n_images']}).")
+    verdicts.append(line)
+    verdicts += [c["text"] for c in checks]
+    for r in table:
+        note = ranking_note(r, by_key[r["input"]], rows) if r.get("input") else None
+        if note:
+            verdicts.append(note)
+    p = meta["pruning"]
+    if not p["reached"]:
+        verdicts.append(f"Pruning stopped at {p['decoder_kmac']:.3f} kMAC/px, above the {p['target_kmac']} target "
+                        "(every stream at its floor).")
+    st = by_key["student"]
+    sj = st["bd_jpeg"]["bd_rate"]
+    worse = next((c for c in checks if c["row"] == "student" and c["verdict"] == "worse"), None)
+    if worse:
+        best = f"the shipped weights ({by_key['shipped']['weights']}) stay the better codec: the pipeline's " \
+               f"student lost {worse['bd_rate']:+.1f}% BD-rate against them"
+    elif finite(sj) and sj < 0:
+        best = (f"{st['weights']} codes {-sj:.1f}% fewer bits than JPEG at equal PSNR-YUV "
+                f"({st['decoder_kmac']:.3f} decoder kMAC/px; "
+                f"{'better' if st['bd_webp']['bd_rate'] < 0 else 'worse'} than WebP by "
+                f"{abs(st['bd_webp']['bd_rate']):.1f}%)")
+    else:
+        best = f"none: {st['weights']} does not beat JPEG (BD-rate vs JPEG: {bd_txt(st['bd_jpeg'])})"
+    verdicts.append(f"Codec worth having: {best}.")
+    worse_all = [c for c in checks if c["verdict"] == "worse"]
+    unknown = [c["stage"] for c in checks if c["verdict"] == "unmeasured"]
+    verdicts.append(f"Stages that left their model worse than the ~{NOISE:.0f}% noise: "
+                    + (", ".join(f"{c['stage']} ({c['bd_rate']:+.1f}%)" for c in worse_all) if worse_all else "none")
+                    + (f" (not measurable: {', '.join(unknown)})" if unknown else "") + ".")
+    return {**{k: v for k, v in meta.items() if k != "kd_why"}, "rows": table, "checks": checks,
+            "verdicts": verdicts, "eval_images": [p.stem for p in images],
+            "teacher_images": [p.stem for p in teacher_images], "webp": rd["webp"], "classical": rd["classical"],
+            "classical_left_out": rd["left_out"]}
+
+
+def bd_txt(bd: dict) -> str:
+    return bd_cell(bd)
+
+
+def next_commands(student: str, profile: str, out: Path, entries: dict) -> list[dict]:
+    w = entries["student"].weights
+    return [
+        {"what": "the full profile (hours; resumes after an interruption)",
+         "command": f"make distill PROFILE=full STUDENT={student}   "
+                    f"# = python -m pipeline --profile full --student {student}"},
+        {"what": "phone export of the pipeline's student (ONNX FP32 + INT8 + ORT format)",
+         "command": f"python -m export --model {w} -o {out / 'phone'} --int8"},
+        {"what": "every codec and model side by side (classical codecs: make install-codecs)",
+         "command": "make bench"},
+    ]
+
+
+def machine_note() -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    cores = os.cpu_count() or 1
+    busy = "shared with other jobs" if load > 0.5 else "otherwise idle"
+    return f"{cores} cores, load {load:.1f} at the end: {busy}"
+
+
+def write_summary(summary: dict, out: Path) -> None:
+    """summary.json, summary.md, and the final screen on stdout."""
+
+    clean = json.loads(json.dumps(summary, default=str), parse_constant=lambda _: None)
+    (out / "summary.json").write_text(json.dumps(clean, indent=1) + "\n")
+    (out / "summary.md").write_text(markdown(summary))
+    print(screen(summary), flush=True)
