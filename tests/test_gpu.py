@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from distill import gpu_env
-from distill.gpu import TileSampler, load_pack, make_pack, read_parts, split_state, unpack, write_parts
+from distill.gpu_pack import TileSampler, load_pack, make_pack
+from distill.gpu_parts import read_parts, split_state, unpack, write_parts
 
 ROOT = Path(__file__).resolve().parent.parent
 
