@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from codec.weights import save_weights
 
-    from .prune import prune_to_target
+    from .prune_search import prune_to_target
 
     torch.set_num_threads(a.threads or auto_threads())
     log = (lambda *_: None) if a.quiet else (lambda msg: print(msg, file=sys.stderr))
