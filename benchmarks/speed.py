@@ -75,7 +75,7 @@ def run(model_spec: str, sizes, n: int, threads: list[int], torch_decoder: bool,
     from codec.tiling import DEFAULT_TILE, decode_rgb
     from codec.weights import load_model
     from codec import bitstream as bsf
-    from export.bench import bench_picture
+    from export.timing import bench_picture
     from export.profile import mosaic
     from export.runtime import OnnxDecoder
     from export.writers import RowWriter

@@ -31,7 +31,7 @@ from codec.weights import load_model, save_weights
 
 # The slow effort level without its time limit: a crop is small, the iteration count is what matters.
 TARGET_EFFORT = Effort("target", iterations=80, time_limit_s=1e9, lr=0.05, noise_fraction=0.9)
-SHARD = 32   # crops per .npz file: a killed run loses at most one shard
+SHARD = 16   # crops per .npz file: a killed run loses at most one shard
 
 
 def make_targets(model, out_dir: str | Path, count: int, crop: int = 128, seed: int = 0,

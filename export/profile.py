@@ -184,7 +184,7 @@ def run(model_spec: str, onnx_dir: Path | None, n: int, quality: int, big: bool)
 
     from codec.weights import load_model
 
-    from .bench import bench_picture
+    from .timing import bench_picture
     from .runtime import OnnxDecoder
 
     torch.set_num_threads(1)

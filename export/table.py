@@ -84,7 +84,7 @@ def latency_and_size(row: Row, codec, quality: int, n: int) -> dict:
     """Median decode ms of the 768x512 photo (ONNX, and torch for FP32 rows) and the bytes on disk."""
     from codec.api import encode_image
 
-    from .bench import bench_picture, file_sizes, time_decoder, time_torch
+    from .timing import bench_picture, file_sizes, time_decoder, time_torch
     from .cache import cached_export
 
     img = bench_picture()

@@ -201,7 +201,7 @@ def stage_profile(entries: dict, out: Path) -> Path:
 def stage_timing(entries: dict, runs: int) -> None:
     """ONNX decode ms (1 thread, fastest of ``runs``; the teacher's of 2) of one 768x512 picture for every
     entry with an export."""
-    from export.bench import bench_picture
+    from export.timing import bench_picture
     from export.cache import cached_export
 
     from .bench import onnx_decode_ms
