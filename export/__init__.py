@@ -4,6 +4,6 @@
     python -m export.decode IN.bin -o OUT.png --onnx DIR   decode with numpy + ONNX Runtime (runtime.py)
     python -m export.bench --model SPEC [--int8]           decode latency table (bench.py)
 
-Modules that the decoder imports (runtime, intnp, colour, decode, and codec.bitstream, codec.entropy)
+Modules that the decoder imports (runtime, arrays, intnp, colour, decode, and codec.bitstream, codec.entropy)
 must never import torch; tests/test_export.py runs the decoder with torch blocked. This file imports nothing.
 """

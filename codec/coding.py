@@ -1,0 +1,103 @@
+"""The bitstream half of ``codec.model.YUVCodec``: what writes and reads the coded streams.
+
+``CodingMixin`` holds the encoder and decoder entry points on integers (the exact scale index from the
+integer hyper-latent, ``encode_latents``, ``compress_planes``, ``decompress_streams``, ``synthesize``
+and ``estimate_bits``); ``YUVCodec`` inherits it, so every method is still reached as
+``YUVCodec.<name>``. The mixin relies on the codec's transforms and on its shared two-pass
+reconstruction (``_reconstruct``, ``_split``, ``_analyse``, ``_synthesize``), which stay in
+codec/model.py; this module imports nothing from it (no cycle).
+"""
+from __future__ import annotations
+
+import torch
+
+from .bitstream import BitstreamError
+from .entropy import (LOG_STEP, SCALE_LEVELS, CdfTables, decode_symbols, encode_symbols, estimated_bits,
+                      make_scale_table)
+from .intnet import INPUT_MAX, INPUT_MIN
+
+
+class CodingMixin:
+    """Entropy coding of a ``YUVCodec``: integer encoder state, [z stream, residual stream] <-> planes."""
+
+    def _z_symbols_offset(self) -> torch.Tensor:
+        """Integer shift that centres z on the entropy bottleneck's table (round of the medians)."""
+        return torch.round(self.entropy_bottleneck.quantiles[:, 0, 1].detach()).long()[None, :, None, None]
+
+    def _index(self, z_int: torch.Tensor, q: int):
+        """Exact integer scale index (gained) and skip mask from the integer hyper-latent."""
+        steps = torch.round(self.gain_steps[q].detach()).long()[None, :, None, None]
+        index = torch.clamp(self.scale_decoder.int_forward(z_int) + steps, 0, SCALE_LEVELS - 1)
+        gain = torch.exp(LOG_STEP * steps.float())
+        return index, index < self.cfg.skip_index, gain
+
+    @torch.no_grad()
+    def encode_latents(self, y_plane, uv_plane, q: int, latents: tuple | None = None) -> dict:
+        """Encoder side without entropy coding: integers to code, reconstruction and estimated bits.
+        ``latents`` = (latent, hyper-latent) replaces the analysis transforms' output (refinement)."""
+        if latents is None:
+            latent = self._analyse(y_plane, uv_plane)
+            z = self.hyper_analysis(latent)
+        else:
+            latent, z = latents
+        ly, luv = self._split(latent)
+        z_int = torch.clamp(torch.round(z), INPUT_MIN, INPUT_MAX)
+        index, skip, gain = self._index(z_int, q)
+        target = {"y": ly * gain[:, : self.cfg.y_channels], "uv": luv * gain[:, self.cfg.y_channels:]}
+        r, yh, uvh, mean = self._reconstruct(z_int, gain, (~skip).float(),
+                                             lambda b, mug: torch.round(target[b] - mug))
+        return {"z": z_int.long(), "residual": r.long(), "index": index, "skip": skip,
+                "y_hat": yh, "uv_hat": uvh, "mean": mean}
+
+    @torch.no_grad()
+    def synthesize(self, yh: torch.Tensor, uvh: torch.Tensor, mean: torch.Tensor | None = None):
+        """Latents -> (luma, chroma) planes; ``mean`` (the predicted mean of both latents) feeds the
+        option modules that take it as side information."""
+        if self.pre_synthesis is not None:
+            yh, uvh = self._split(self.pre_synthesis(torch.cat((yh, uvh), 1), mean))
+        return self._synthesize(yh, uvh, mean)
+
+    @torch.no_grad()
+    def compress_planes(self, y_plane, uv_plane, q: int, latents: tuple | None = None) -> tuple[list[bytes], dict]:
+        """Code padded planes into [z stream, residual stream]; also returns the encoder-side state.
+        ``latents``: see ``encode_latents``."""
+        if not 0 <= q < self.num_qualities:
+            raise ValueError(f"quality must be in 0..{self.num_qualities - 1}, got {q}")
+        st = self.encode_latents(y_plane, uv_plane, q, latents)
+        z_sym = st["z"] - self._z_symbols_offset()
+        z_idx = torch.arange(self.cfg.z_channels).view(1, -1, 1, 1).expand_as(z_sym)
+        coded = ~st["skip"]
+        z_stream = encode_symbols(z_sym, z_idx, CdfTables(self.entropy_bottleneck))
+        r_stream = encode_symbols(st["residual"][coded], st["index"][coded],
+                                  CdfTables(self.gaussian_conditional))
+        return [z_stream, r_stream], st
+
+    @torch.no_grad()
+    def decompress_streams(self, streams: list[bytes], q: int, shape: tuple[int, int]):
+        """Decode [z stream, residual stream] for padded luma size ``shape`` -> (luma, chroma) planes."""
+        if len(streams) != 2:
+            raise BitstreamError(f"expected 2 coded streams, found {len(streams)}")
+        if not 0 <= q < self.num_qualities:
+            raise BitstreamError(f"rate point {q} does not exist for this model")
+        hz, wz = shape[0] // self.cfg.multiple, shape[1] // self.cfg.multiple
+        z_idx = torch.arange(self.cfg.z_channels).view(1, -1, 1, 1).expand(1, -1, hz, wz)
+        z_int = decode_symbols(streams[0], z_idx, CdfTables(self.entropy_bottleneck)).view(z_idx.shape)
+        z_int = torch.clamp(z_int + self._z_symbols_offset(), INPUT_MIN, INPUT_MAX).float()
+        index, skip, gain = self._index(z_int, q)
+        residual = torch.zeros(index.shape, dtype=torch.long)
+        residual[~skip] = decode_symbols(streams[1], index[~skip], CdfTables(self.gaussian_conditional))
+        r_y, r_uv = self._split(residual.float())
+        decoded = {"y": r_y, "uv": r_uv}
+        _, yh, uvh, mean = self._reconstruct(z_int, gain, (~skip).float(), lambda branch, mug: decoded[branch])
+        return self.synthesize(yh, uvh, mean), {"residual": residual, "index": index}
+
+    @torch.no_grad()
+    def estimate_bits(self, st: dict) -> float:
+        """Bits the entropy models predict for the symbols an encoder state holds (for rate checks)."""
+        eb = self.entropy_bottleneck
+        z_lik, _, _ = eb._likelihood((st["z"] - self._z_symbols_offset()).float().permute(1, 0, 2, 3)
+                                     .reshape(self.cfg.z_channels, 1, -1) + eb.quantiles[:, :, 1:2])
+        coded = ~st["skip"]
+        scales = torch.tensor(make_scale_table())[st["index"][coded]]
+        r_lik = self.gaussian_conditional._likelihood(st["residual"][coded].float(), scales)
+        return estimated_bits(z_lik) + estimated_bits(r_lik)
