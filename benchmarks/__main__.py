@@ -11,6 +11,7 @@ from pathlib import Path
 
 from codec.cli_util import run_command
 from codec.images import ImageError
+from codec.paths import RUNS_DIR
 from photos import eval_images
 
 from evaluation.codecs import CodecError
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     rc.add_argument("--steps", type=int, default=2000, help="fine-tuning steps of every variant (default: 2000)")
     rc.add_argument("--lr", type=float, default=2e-4, help="peak learning rate, cosine decay (default: 2e-4)")
     rc.add_argument("--init", default="weights/student-2k.safetensors", help="starting weights")
-    rc.add_argument("--run-root", default="runs/recipe", help="training runs (default: runs/recipe)")
+    rc.add_argument("--run-root", default=str(RUNS_DIR / "recipe"), help="training runs (default: runs/recipe)")
     rc.add_argument("--out", default="results", help="results folder (default: results)")
     rc.add_argument("--quiet", action="store_true", help="no progress bars")
     rk = sub.add_parser("rate-check", help="training rate term vs the real files' bits (results/rate_check.md)")

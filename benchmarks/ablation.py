@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from codec.paths import RUNS_DIR
+
 DEFAULT_STEPS = 400
 BASELINE = "baseline"
 NOISE = "baseline-seed1"     # the baseline again with another seed: the run-to-run noise
@@ -76,7 +78,7 @@ def cost(weights: str) -> dict:
 def run(base: str = "student-2k", modules: list[str] | None = None, steps: int = DEFAULT_STEPS,
         images: int | None = None, init: str | None = "auto", out: str | Path = "results",
         data: str | None = None, batch: int = 8, crop: int = 128, threads: int = 1,
-        run_root: str | Path = "runs/ablation", progress: bool = True, train_data: str | None = None,
+        run_root: str | Path = RUNS_DIR / "ablation", progress: bool = True, train_data: str | None = None,
         limits: dict | None = None) -> dict:
     """Train and measure the baseline and every module; write ablation.{md,json} into ``out``.
 
@@ -92,7 +94,7 @@ def run(base: str = "student-2k", modules: list[str] | None = None, steps: int =
 
     from evaluation.bdrate import bd_summary
     from evaluation.codecs import LearnedCodec, PillowJPEG
-    from evaluation.rd import run_rd
+    from evaluation.compare import compare
 
     modules = list(modules if modules is not None else OPTIONS)
     try:
@@ -138,14 +140,8 @@ def run(base: str = "student-2k", modules: list[str] | None = None, steps: int =
             runs[label] = train_variant(name, Path(run_root) / base / label, init, steps, crops,
                                         batch, crop, threads, progress, seed=int(label == NOISE))
         torch.set_num_threads(1)  # decode as the benchmark does: one thread
-        codecs = [LearnedCodec(label, runs[label]["weights"]) for label in labels] + [PillowJPEG()]
-        for c in codecs:
-            ok, why = c.available()
-            if not ok:
-                raise RuntimeError(why)
-        rows, failed = run_rd(pictures, codecs, progress=progress)
-        if failed:
-            raise RuntimeError(f"benchmark failed: {failed}")
+        rows = compare(pictures, [LearnedCodec(label, runs[label]["weights"]) for label in labels] + [PillowJPEG()],
+                       progress=progress).rows
     finally:
         torch.set_num_threads(threads_before)
     costs = {label: cost(runs[label]["weights"]) for label in labels}

@@ -55,6 +55,7 @@ def evaluate(points: list[dict], images: list[Path], cache: dict) -> tuple[list[
     (points with results, the JPEG rows)."""
     from evaluation.bdrate import bd_summary
     from evaluation.codecs import LearnedCodec, PillowJPEG
+    from evaluation.compare import compare
     from evaluation.rd import run_rd
 
     names = [p.name for p in images]
@@ -69,12 +70,7 @@ def evaluate(points: list[dict], images: list[Path], cache: dict) -> tuple[list[
         hit = known.get((p["model_id"], tuple(names)))
         if hit is None:
             codec = LearnedCodec(f"{p['label']}@{p['step']}", p["weights"])
-            ok, why = codec.available()
-            if not ok:
-                raise RuntimeError(why)
-            rows, failed = run_rd(images, [codec])
-            if failed:
-                raise RuntimeError(f"{codec.name} failed: {failed}")
+            rows = compare(images, [codec]).rows
             s = bd_summary(rows + jpeg_rows, "jpeg", codec.name, METRIC)
             # None where no image's curve overlaps JPEG's (an untrained model): JSON has no NaN.
             bd = {k: (s[k] if s["n_images"] else None) for k in ("bd_rate", "bd_quality_db")}

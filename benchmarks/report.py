@@ -4,8 +4,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import platform
 from pathlib import Path
 
 import numpy as np

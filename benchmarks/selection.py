@@ -2,9 +2,8 @@
 weights files, INT8 exports), picked by name."""
 from __future__ import annotations
 
-from pathlib import Path
 
-from evaluation.codecs import Codec, CodecError, LearnedCodec, classical_codecs
+from evaluation.codecs import Codec, LearnedCodec, classical_codecs
 from evaluation.rd import ANCHORS
 from export.codecs import OnnxInt8Codec, onnx_decoder
 

@@ -12,12 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+from codec.paths import RUNS_DIR
+
 
 def run(student: str, teacher: str, steps: int | None, out: Path, images: int | None = None) -> dict:
     """Train both variants, benchmark them, write the results files; returns the summary."""
-    from evaluation.bdrate import bd_summary
     from evaluation.codecs import LearnedCodec, PillowJPEG
-    from evaluation.rd import run_rd
+    from evaluation.compare import compare
     from photos import ensure_data, eval_images, train_images
 
     from .losses import KDWeights
@@ -28,21 +29,16 @@ def run(student: str, teacher: str, steps: int | None, out: Path, images: int | 
     runs = {}
     for label, kd in (("rd-only", KDWeights(0, 0, 0)), ("distilled", KDWeights())):
         start = time.monotonic()
-        summary = distill(student, teacher, Path("runs") / f"ablation-{student}-{label}", train_images(),
+        summary = distill(student, teacher, RUNS_DIR / f"ablation-{student}-{label}", train_images(),
                           "quick", kd, steps, resume=False)
         summary["train_seconds"] = round(time.monotonic() - start, 1)
         runs[label] = summary
-    codecs = [LearnedCodec(label, runs[label]["weights"]) for label in runs] + [PillowJPEG()]
-    for c in codecs:
-        ok, why = c.available()
-        if not ok:
-            raise RuntimeError(why)
-    rows, failed = run_rd(eval_images()[:images], codecs)
-    if failed:
-        raise RuntimeError(f"benchmark failed: {failed}")
+    run = compare(eval_images()[:images], [LearnedCodec(label, runs[label]["weights"]) for label in runs]
+                  + [PillowJPEG()])
+    rows = run.rows
     result = {"student": student, "teacher": teacher, "steps": runs["rd-only"]["steps"], "runs": runs,
-              "bd": {m: bd_summary(rows, "rd-only", "distilled", m) for m in ("psnr_yuv", "psnr_rgb", "ms_ssim")},
-              "vs_jpeg": {label: bd_summary(rows, "jpeg", label, "psnr_yuv") for label in runs},
+              "bd": {m: run.bd("rd-only", "distilled", m) for m in ("psnr_yuv", "psnr_rgb", "ms_ssim")},
+              "vs_jpeg": {label: run.bd("jpeg", label) for label in runs},
               "command": "python -m distill.ablation " + " ".join(sys.argv[1:])}
     (out / "distill_ablation.json").write_text(json.dumps({**result, "rows": rows}, indent=1))
     (out / "distill_ablation.md").write_text(markdown(result))

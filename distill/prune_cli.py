@@ -70,22 +70,12 @@ def make_finetune(teacher, images: list, steps: int, lr: float, run_dir: Path, t
 
 def rd_eval(anchor: tuple[str, Path], test: tuple[str, Path], images: list, progress: bool) -> dict:
     """BD-rate (PSNR-YUV) of ``test`` against ``anchor`` (name, weights) from real bitstreams."""
-    from evaluation.bdrate import bd_summary
     from evaluation.codecs import LearnedCodec
-    from evaluation.rd import run_rd
+    from evaluation.compare import compare
 
-    codecs = []
-    for name, path in (anchor, test):
-        codec = LearnedCodec(name, path)
-        ok, why = codec.available()
-        if not ok:
-            raise ValueError(why)
-        codecs.append(codec)
-    rows, failed = run_rd(images, codecs, progress=progress)
-    if failed:
-        raise RuntimeError(f"RD run failed: {failed}")
-    summary = {m: bd_summary(rows, anchor[0], test[0], m) for m in ("psnr_yuv", "psnr_rgb", "ms_ssim")}
-    return {"images": [p.stem for p in images], "bd": summary, "points": _mean_points(rows)}
+    run = compare(images, [LearnedCodec(name, path) for name, path in (anchor, test)], progress=progress)
+    summary = {m: run.bd(anchor[0], test[0], m) for m in ("psnr_yuv", "psnr_rgb", "ms_ssim")}
+    return {"images": [p.stem for p in images], "bd": summary, "points": _mean_points(run.rows)}
 
 
 def _mean_points(rows: list[dict]) -> dict:
@@ -168,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         if not (a.data and a.eval_data):
             ensure_data()
         name = _stem(a.student)
-        out = Path(a.out or f"runs/prune-{name}/{name}-pruned.safetensors")
-        run_dir = Path(a.run_dir or f"runs/prune-{name}")
+        from codec.paths import RUNS_DIR
+        out = Path(a.out or RUNS_DIR / f"prune-{name}" / f"{name}-pruned.safetensors")
+        run_dir = Path(a.run_dir or RUNS_DIR / f"prune-{name}")
         student = load_model(a.student)
         teacher = None if a.no_kd else load_model(a.teacher)
         finetune = make_finetune(teacher, train_images(a.data), a.finetune_steps, a.lr, run_dir, a.threads,

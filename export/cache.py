@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-CACHE = Path(__file__).resolve().parent.parent / "runs" / "onnx-cache"
+from codec.paths import RUNS_DIR
+
+CACHE = RUNS_DIR / "onnx-cache"
 
 
 def cached_export(model, int8: bool = False, cache: Path | None = None) -> Path:

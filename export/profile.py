@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from codec.paths import RUNS_DIR
+
 ROOT = Path(__file__).resolve().parent.parent
 MOSAIC_CELL = (384, 512)      # H, W of each photo in the mosaic
 PHASES = ("entropy", "scale_decoder", "net:hyper_decoder_y", "net:hyper_decoder_uv", "net:fusion_y",
@@ -103,7 +105,7 @@ def current_export(model, cache: Path | None = None) -> Path:
 
     from .exporter import EXPORT_REVISION, export_model
 
-    out = Path(cache or ROOT / "runs" / "speed-export") / f"{model.name}-{model_id(model).hex()}"
+    out = Path(cache or RUNS_DIR / "speed-export") / f"{model.name}-{model_id(model).hex()}"
     try:
         m = json.loads((out / "manifest.json").read_text())
         if m.get("export_revision", 1) >= EXPORT_REVISION and all(n.get("int8") for n in m["networks"].values()):

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch.ao.quantization import FakeQuantize, MinMaxObserver
 
 from codec.model import Synthesis
+from codec.paths import RUNS_DIR
 from student.blocks import DSBlock
 
 from .int8 import DEFAULT_RECIPE, RECIPES
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(a.model)
         base = model_id(model).hex()
         out = Path(a.output)
-        metrics = qat_finetune(model, a.steps, train_images(a.data), a.run_dir or f"runs/qat-{out.stem}", a.lr,
+        metrics = qat_finetune(model, a.steps, train_images(a.data), a.run_dir or RUNS_DIR / f"qat-{out.stem}", a.lr,
                                a.batch, a.crop, a.threads, not a.quiet, calib=a.calib)
         save_weights(model, out, meta={"qat_of": a.model, "qat_base_id": base, "qat_steps": a.steps})
     except (ValueError, OSError, KeyError, RuntimeError) as e:

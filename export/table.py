@@ -55,27 +55,22 @@ def _codec(row: Row):
     from evaluation.codecs import LearnedCodec
     from export.codecs import OnnxInt8Codec
 
+    from evaluation.compare import ready
+
     codec = OnnxInt8Codec(row.name, row.spec) if row.int8 else LearnedCodec(row.name, weights_path(row.spec))
-    ok, why = codec.available()
-    if not ok:
-        raise ValueError(f"{row.name}: {why}")
-    return codec
+    return ready([codec])[0]
 
 
 def accuracy(codecs: list, anchor: str, images: list[Path], progress: bool) -> dict[str, dict]:
     """Per codec: BD figures (PSNR-YUV) against JPEG and against ``anchor``, bpp range, from real files."""
-    from evaluation.bdrate import bd_summary
     from evaluation.codecs import PillowJPEG
-    from evaluation.rd import run_rd
+    from evaluation.compare import compare
 
-    rows, failed = run_rd(images, [PillowJPEG(), *codecs], progress=progress)
-    if failed:
-        raise RuntimeError(f"RD run failed: {failed}")
+    run = compare(images, [PillowJPEG(), *codecs], progress=progress, check=False)
     out = {}
     for c in codecs:
-        mine = [r for r in rows if r["codec"] == c.name]
-        out[c.name] = {"vs_jpeg": bd_summary(rows, "jpeg", c.name, "psnr_yuv"),
-                       "vs_anchor": bd_summary(rows, anchor, c.name, "psnr_yuv"),
+        mine = run.of(c.name)
+        out[c.name] = {"vs_jpeg": run.bd("jpeg", c.name), "vs_anchor": run.bd(anchor, c.name),
                        "bpp": [min(r["bpp"] for r in mine), max(r["bpp"] for r in mine)]}
     return out
 

@@ -18,15 +18,16 @@ import sys
 import time
 from pathlib import Path
 
+from codec.paths import RUNS_DIR
+
 from .clock import COST, REF_STEP, Clock, dur, calibrate
 from .stages import (FINETUNE, PRUNE, PRUNE_TARGET, Entry, teacher_weights, kd_choice, stage_distill,
                      stage_export, stage_profile, stage_prune, stage_rd, stage_timing)
 from .summary import build_summary, machine_note, next_commands, write_summary
 
-ROOT = Path(__file__).resolve().parent.parent
 TEACHER_IMAGES = {"quick": 3, "full": 0}          # RD images of the slow teacher (0: all)
 CLASSICAL = {"quick": "jpeg,webp", "full": "installed"}
-RD_CACHE = ROOT / "runs" / "rd-cache"
+RD_CACHE = RUNS_DIR / "rd-cache"
 
 
 # ---- the pipeline -----------------------------------------------------------------------------------
@@ -64,7 +65,7 @@ def run(profile: str = "quick", student: str = "student-2k", *, start: str | Non
     if start not in ("shipped", "scratch"):
         raise ValueError(f"--from must be shipped or scratch, not {start!r}")
     kd, kd_why = kd_choice(kd_teacher, start, student)
-    out = Path(out_dir or ROOT / "runs" / f"pipeline-{profile}")
+    out = Path(out_dir or RUNS_DIR / f"pipeline-{profile}")
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads or auto_threads())
     pr = {**PRUNE[profile], **{k: v for k, v in (("rounds", prune_rounds), ("steps", prune_steps)) if v is not None}}

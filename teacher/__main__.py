@@ -8,6 +8,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from codec.cli_util import fail
+    from codec.paths import RUNS_DIR
     from training.cli import add_run_flags, training_images
     from training.teacher import PROFILES, train_teacher
 
@@ -18,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
                   "weights to write (default: runs/.../teacher.safetensors; the full profile writes "
                   "weights/teacher.safetensors)")
     x = sub.add_parser("export", help="write weights from a run's latest checkpoint (e.g. while it trains)")
-    x.add_argument("--run-dir", default="runs/teacher-full")
+    x.add_argument("--run-dir", default=str(RUNS_DIR / "teacher-full"))
     x.add_argument("--out", default="weights/teacher.safetensors")
     a = p.parse_args(argv)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from codec.paths import RUNS_DIR
 from codec.registry import create_model
 from codec.weights import load_weights, shipped_weights
 
@@ -31,7 +32,7 @@ def train_teacher(images: list, profile: str = "quick", run_dir: str | Path | No
     cfg = TrainConfig(**{**PROFILES[profile], **overrides})
     if steps:
         cfg.steps = steps
-    run_dir = Path(run_dir or f"runs/teacher-{profile}")
+    run_dir = Path(run_dir or RUNS_DIR / f"teacher-{profile}")
     model = create_model("teacher")
     if init:
         load_weights(model, init)
