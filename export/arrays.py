@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .colour import CB_DIV, CR_DIV, KB, KG, KR
+from .color import CB_DIV, CR_DIV, KB, KG, KR
 
 
 def checkerboard(h: int, w: int) -> np.ndarray:
@@ -35,7 +35,7 @@ def unphase(anchors: np.ndarray, others: np.ndarray) -> np.ndarray:
 
 def _chroma_rgb(cb: np.ndarray, cr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Chroma terms of R, G and B in 8-bit units, at chroma resolution, plus 0.5 for the rounding:
-    R = 255 Y + dr, G = 255 Y + dg, B = 255 Y + db (BT.709 full range, ``export/colour.py``)."""
+    R = 255 Y + dr, G = 255 Y + dg, B = 255 Y + db (BT.709 full range, ``export/color.py``)."""
     cr, cb = cr - np.float32(0.5), cb - np.float32(0.5)
     dr = cr * np.float32(255 * CR_DIV)
     dr += np.float32(0.5)

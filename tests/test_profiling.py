@@ -137,6 +137,25 @@ def test_agrees_with_fvcore_on_dense_layers():
         assert ours == (fv * 12 / 25 if name == "context_prediction" else fv), name
 
 
+def test_agrees_with_fvcore_on_our_student_transforms():
+    """fvcore, an independent MAC counter, on the student's own dense transforms (DS blocks, shuffles)."""
+    import logging
+
+    from fvcore.nn import FlopCountAnalysis
+
+    from codec.registry import create_model
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    model = create_model("student-2k").eval()
+    with torch.no_grad():
+        latent = model._analyse(torch.rand(1, 1, 128, 192), torch.rand(1, 2, 64, 96))
+    ly, _ = model._split(latent)
+    for name, x in (("analysis_y", torch.rand(1, 1, 128, 192)), ("synthesis_y", ly),
+                    ("hyper_analysis", latent)):
+        fv = FlopCountAnalysis(getattr(model, name), x).unsupported_ops_warnings(False).total()
+        ours = MacCounter(getattr(model, name), device="cpu").run(x).macs[""]
+        assert fv > 0 and ours == fv, name
+
+
 # ---- our codecs ----------------------------------------------------------------------------------
 def test_teacher_report(teacher_report):
     r = teacher_report
