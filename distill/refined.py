@@ -35,13 +35,15 @@ SHARD = 16   # crops per .npz file: a killed run loses at most one shard
 
 
 def make_targets(model, out_dir: str | Path, count: int, crop: int = 128, seed: int = 0,
-                 effort: Effort = TARGET_EFFORT, detail: float = 1.0, progress: bool = True) -> list[Path]:
-    """Refine ``count`` random training crops (detail-weighted) at random rate points; write shards
+                 effort: Effort = TARGET_EFFORT, detail: float = 1.0, progress: bool = True,
+                 images: list | None = None) -> list[Path]:
+    """Refine ``count`` random crops of ``images`` (default: the training photos; detail-weighted) at
+    random rate points; write shards
     out_dir/targets-SEED-NNNN.npz with uint8 crops, rate points, refined latents and hyper-latents
     (float32) and the relative RD-cost saving of each. Existing shards of the same seed are kept."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    crops = CropDataset(train_images(), crop, count, seed=seed, detail=detail)
+    crops = CropDataset(images or train_images(), crop, count, seed=seed, detail=detail)
     rng = np.random.default_rng(seed)
     qs = rng.integers(0, model.num_qualities, count)
     written = []
@@ -131,11 +133,9 @@ def train_encoder(model, targets: dict[str, torch.Tensor], cfg: EncoderDistill, 
         for g in opt.param_groups:
             g["lr"] = cfg.lr * 0.5 * (1 + np.cos(np.pi * step / cfg.steps))
         idx = torch.randint(0, n, (cfg.batch,), generator=gen)
-        rgb, q = targets["rgb"][idx], targets["q"][idx]
-        if torch.rand((), generator=gen) < 0.5:   # a horizontal flip flips the latent grid with it
-            rgb, lat_t, z_t = rgb.flip(-1), targets["latent"][idx].flip(-1), targets["z"][idx].flip(-1)
-        else:
-            lat_t, z_t = targets["latent"][idx], targets["z"][idx]
+        # No flips: strided convolutions are not flip-equivariant (the sampling grid shifts), so a flipped
+        # crop's refined latents are not the flipped latents.
+        rgb, q, lat_t, z_t = (targets[k][idx] for k in ("rgb", "q", "latent", "z"))
         y, uv = rgb_to_yuv420(rgb)
         out = model(y, uv, q)
         gain = model._gain(q)[0]
