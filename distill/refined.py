@@ -27,7 +27,7 @@ from photos import train_images
 from training import CropDataset
 from codec.refine import Effort, refine_latents
 from training import ENCODER_MODULES, rd_loss
-from codec.weights import load_model, save_weights
+from codec.weights import load_model, save_weights, shipped_weights, weights_metadata
 
 # The slow effort level without its time limit: a crop is small, the iteration count is what matters.
 TARGET_EFFORT = Effort("target", iterations=80, time_limit_s=1e9, lr=0.05, noise_fraction=0.9)
@@ -112,10 +112,31 @@ def encoder_parameters(model) -> list[torch.nn.Parameter]:
     return params
 
 
-def train_encoder(model, targets: dict[str, torch.Tensor], cfg: EncoderDistill, log_path: Path | None = None,
+def target_batches(targets: dict[str, torch.Tensor]):
+    """A batch source over refined targets: ``draw(gen, n) -> (rgb, q, latent, z)``."""
+    def draw(gen, n):
+        idx = torch.randint(0, targets["rgb"].shape[0], (n,), generator=gen)
+        # No flips: strided convolutions are not flip-equivariant (the sampling grid shifts), so a flipped
+        # crop's refined latents are not the flipped latents.
+        return tuple(targets[k][idx] for k in ("rgb", "q", "latent", "z"))
+    return draw
+
+
+def crop_batches(crops, qualities: int):
+    """A batch source of fresh random crops (a CropDataset) at random rate points, no latent targets."""
+    def draw(gen, n):
+        rgb = torch.stack([crops[int(i)] for i in torch.randint(0, len(crops), (n,), generator=gen)])
+        return rgb, torch.randint(0, qualities, (n,), generator=gen), None, None
+    return draw
+
+
+def train_encoder(model, batches, cfg: EncoderDistill, log_path: Path | None = None,
                   progress: bool = True) -> dict:
-    """Train the analysis transforms of ``model`` toward the refined latents; everything else fixed.
-    Returns the last logged metrics."""
+    """Train the analysis transforms of ``model`` (everything else fixed) on the RD loss plus, where the
+    batch source (``target_batches``, ``crop_batches``, or a dict of targets) gives refined latents, the
+    distance to them. Returns the last logged metrics."""
+    if isinstance(batches, dict):
+        batches = target_batches(batches)
     for p in model.parameters():
         p.requires_grad_(False)
     params = encoder_parameters(model)
@@ -123,25 +144,22 @@ def train_encoder(model, targets: dict[str, torch.Tensor], cfg: EncoderDistill, 
         p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
-    n = targets["rgb"].shape[0]
     log = open(log_path, "w") if log_path else None
     acc, metrics, t0 = {"loss": 0.0, "dist": 0.0, "bpp": 0.0, "psnr_yuv": 0.0, "n": 0}, {}, time.time()
     model.train()
-    bar = tqdm(range(1, cfg.steps + 1), desc="encoder toward refined latents", disable=not progress,
+    bar = tqdm(range(1, cfg.steps + 1), desc="encoder training", disable=not progress,
                dynamic_ncols=True)
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = cfg.lr * 0.5 * (1 + np.cos(np.pi * step / cfg.steps))
-        idx = torch.randint(0, n, (cfg.batch,), generator=gen)
-        # No flips: strided convolutions are not flip-equivariant (the sampling grid shifts), so a flipped
-        # crop's refined latents are not the flipped latents.
-        rgb, q, lat_t, z_t = (targets[k][idx] for k in ("rgb", "q", "latent", "z"))
+        rgb, q, lat_t, z_t = batches(gen, cfg.batch)
         y, uv = rgb_to_yuv420(rgb)
         out = model(y, uv, q)
-        gain = model._gain(q)[0]
-        dist = (((out["latent"] - lat_t) * gain) ** 2).mean()
-        z = model.hyper_analysis(out["latent"])
-        dist = dist + ((z - z_t) ** 2).mean()
+        dist = torch.zeros(())
+        if lat_t is not None:
+            gain = model._gain(q)[0]
+            z = model.hyper_analysis(out["latent"])
+            dist = (((out["latent"] - lat_t) * gain) ** 2).mean() + ((z - z_t) ** 2).mean()
         parts = rd_loss(model, out, y, uv, q)
         loss = cfg.rd_weight * parts["loss"] + cfg.latent_weight * dist
         opt.zero_grad(set_to_none=True)
@@ -165,6 +183,17 @@ def train_encoder(model, targets: dict[str, torch.Tensor], cfg: EncoderDistill, 
     return metrics
 
 
+def provenance(source: str, cfg: EncoderDistill, data: str, seconds: float) -> dict:
+    """The metadata of encoder-distilled weights: the source's (its training step and seconds) plus what
+    the encoder distillation did."""
+    path = Path(source) if source.endswith(".safetensors") else shipped_weights(source)
+    meta = {k: v for k, v in weights_metadata(path).items() if k != "preset"} if path.is_file() else {}
+    return {**meta, "encoder_training": json.dumps({"from": str(source), "steps": cfg.steps, "batch": cfg.batch,
+                                                   "lr": cfg.lr, "latent_weight": cfg.latent_weight,
+                                                   "rd_weight": cfg.rd_weight, "data": data,
+                                                   "train_s": round(seconds, 1)})}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: make refined targets, or train an encoder toward them."""
     ap = argparse.ArgumentParser(prog="python -m distill.refined", description=__doc__.split("\n\n")[0])
@@ -178,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--iterations", type=int, default=TARGET_EFFORT.iterations)
     e = sub.add_parser("train", help="train the encoder toward refined targets")
     e.add_argument("--model", default="student-2k")
-    e.add_argument("--targets", required=True)
+    e.add_argument("--targets", help="refined targets (from `targets`); without: fresh random training crops")
+    e.add_argument("--crop", type=int, default=256, help="crop size of fresh crops")
     e.add_argument("--out", required=True)
     for f in ("steps", "batch", "lr", "latent_weight", "rd_weight", "seed"):
         e.add_argument("--" + f.replace("_", "-"), type=type(getattr(EncoderDistill, f)),
@@ -195,8 +225,15 @@ def main(argv: list[str] | None = None) -> int:
                                                           "seed")})
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    metrics = train_encoder(model, load_targets(args.targets), cfg, out.with_suffix(".log.jsonl"))
-    save_weights(model, out)
+    if args.targets:
+        targets = load_targets(args.targets)
+        source, described = target_batches(targets), f"{len(targets['q'])} refined crops"
+    else:
+        crops = CropDataset(train_images(), args.crop, 10 ** 6, detail=1.0)
+        source, described = crop_batches(crops, model.num_qualities), f"fresh {args.crop}x{args.crop} crops"
+    start = time.time()
+    metrics = train_encoder(model, source, cfg, out.with_suffix(".log.jsonl"))
+    save_weights(model, out, meta=provenance(args.model, cfg, described, time.time() - start))
     print(json.dumps(metrics))
     return 0
 
