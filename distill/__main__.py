@@ -12,7 +12,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training.cli import add_run_flags, training_images
+    from training.cli import add_run_flags, overrides, training_images
 
     p = argparse.ArgumentParser(prog="python -m distill", description="Distil a student codec from the teacher.")
     p.add_argument("--student", default="student-2k", help="student preset")
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = a.run_dir or RUNS_DIR / f"distill-{a.student}-{a.profile}{'-nokd' if a.no_kd else ''}"
         summary = distill(a.student, a.teacher, run_dir, images, a.profile, kd, a.steps, a.threads, a.out,
                           a.init, resume=not a.fresh, progress=not a.quiet,
-                          bf16=a.bf16, channels_last=a.channels_last)
+                          **{k: v for k, v in overrides(a).items() if k != "threads"})
     except (ValueError, OSError, KeyError) as e:
         return fail(e)
     print(json.dumps(summary))

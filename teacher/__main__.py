@@ -9,7 +9,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     from codec.cli_util import fail
     from codec.paths import RUNS_DIR
-    from training.cli import add_run_flags, training_images
+    from training.cli import add_run_flags, overrides, training_images
     from training.teacher import PROFILES, train_teacher
 
     p = argparse.ArgumentParser(prog="python -m teacher", description=__doc__.splitlines()[0])
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"teacher at step {export_checkpoint('teacher', a.run_dir, a.out)} -> {a.out}")
             return 0
         r = train_teacher(training_images(a.data), a.profile, a.run_dir, a.out, a.steps, a.init, a.fresh,
-                          progress=not a.quiet, threads=a.threads, bf16=a.bf16, channels_last=a.channels_last)
+                          progress=not a.quiet, **{"threads": a.threads, **overrides(a)})
     except (ValueError, OSError) as e:
         return fail(e)
     if r["weights"] is None:

@@ -18,6 +18,22 @@ def add_run_flags(p: argparse.ArgumentParser, profiles, run_dir_help: str, out_h
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    o = p.add_argument_group("overrides of the profile's training settings")
+    o.add_argument("--crop", type=int, help="training crop size (e.g. 256: the hyper-latent sees a 4x4 grid, not 2x2)")
+    o.add_argument("--lr", type=float, help="peak learning rate")
+    o.add_argument("--warmup", type=int, help="warm-up steps")
+    o.add_argument("--ema", type=float, help="weight-averaging decay per step (0: off)")
+    o.add_argument("--scales", type=lambda t: tuple(float(x) for x in t.split(",")),
+                   help="comma-separated downscaling factors of the training photos, e.g. 1.0,0.75,0.5")
+
+
+OVERRIDES = ("crop", "lr", "warmup", "ema", "scales", "threads", "bf16", "channels_last")
+
+
+def overrides(args) -> dict:
+    """The TrainConfig fields the command line set (the profile keeps the others)."""
+    given = {k: getattr(args, k) for k in OVERRIDES}
+    return {k: v for k, v in given.items() if v is not None and v is not False}   # 0 and 0.0 are given values
 
 
 def training_images(data: str | None) -> list:
