@@ -167,7 +167,7 @@ def train_encoder(model, batches, cfg: EncoderDistill, log_path: Path | None = N
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         for k, v in (("loss", loss), ("dist", dist), ("bpp", parts["bpp"]), ("psnr_yuv", parts["psnr_yuv"])):
-            acc[k] += float(v)
+            acc[k] += float(v.detach()) if torch.is_tensor(v) else float(v)
         acc["n"] += 1
         if step % cfg.log_every == 0 or step == cfg.steps:
             metrics = {k: acc[k] / acc["n"] for k in ("loss", "dist", "bpp", "psnr_yuv")}
