@@ -105,6 +105,8 @@ def plot(points: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .report import save_figure
+
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for label in sorted({p["label"] for p in points}):
         pts = sorted((p["cpu_hours"], p["bd_rate_vs_jpeg"]) for p in points
@@ -116,11 +118,7 @@ def plot(points: list[dict], path: Path) -> Path:
     ax.axhline(-20, color="tab:purple", ls=":", lw=0.8, label="2k student target (-20%)")
     ax.set_xlabel("training CPU-hours (2-core AMD EPYC)")
     ax.set_ylabel("BD-rate vs JPEG, PSNR-YUV (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, ax, path)
     return path
 
 

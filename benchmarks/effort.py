@@ -28,6 +28,8 @@ from codec.weights import load_model, model_id
 from evaluation.bdrate import bd_summary
 from evaluation.machine import machine
 
+from .report import save_figure
+
 CHECKPOINTS = (25, 50, 100, 200, 400, 800)
 
 
@@ -130,11 +132,7 @@ def _plot(lines: list[dict], path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("encode seconds per megapixel (one thread)")
     ax.set_ylabel("BD-rate vs fast encoder (%, PSNR-YUV)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, ax, path)
 
 
 def run(models: list[str], levels: list[str], images: list[Path], qualities: list[int] | None,

@@ -227,3 +227,14 @@ def load_result(out: str | Path) -> dict:
         for k in ("psnr_rgb", "psnr_yuv", "ms_ssim"):
             r[k] = math.nan if r[k] is None else r[k]
     return result
+
+
+def save_figure(fig, ax, path) -> None:
+    """Finish a one-axes benchmark plot the same way everywhere (grid, legend) and write it as PNG."""
+    import matplotlib.pyplot as plt
+
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
