@@ -285,14 +285,10 @@ def _reference_crop(ds, index):
     rng = np.random.default_rng((ds.seed, index))
     areas = np.array([im.shape[0] * im.shape[1] for im in ds.images], dtype=np.float64)
     img = ds.images[rng.choice(len(ds.images), p=areas / areas.sum())]
-    s = ds.crop_size
-    y = rng.integers(0, img.shape[0] - s + 1)
-    x = rng.integers(0, img.shape[1] - s + 1)
-    crop = img[y:y + s, x:x + s]
-    if ds.flip and rng.random() < 0.5:
-        crop = crop[:, ::-1]
-    if ds.flip and rng.random() < 0.5:
-        crop = crop[::-1]
+    top, left = (rng.integers(0, n - ds.crop_size + 1) for n in img.shape[:2])
+    crop = img[top:top + ds.crop_size, left:left + ds.crop_size]
+    for axis in (1, 0):   # left-right first, then up-down, each drawn in that order
+        crop = np.flip(crop, axis) if ds.flip and rng.random() < 0.5 else crop
     return crop.transpose(2, 0, 1) / 255.0
 
 
