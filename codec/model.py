@@ -163,7 +163,7 @@ class YUVCodec(CodingMixin, CompressionModel):
             out = self._forward_noise(latent, z, q)
         else:
             out = self.coded_pass(latent, z, q, noisy=None if rate == "coded" else False)
-        out["latent"] = latent
+        out["latent"], out["z"] = latent, z
         refined = out.pop("refined")
         if "fenm" in self.options:  # seed 001's feature loss, in quantisation steps of each element
             out["aux_loss"] = FEATURE_LOSS_WEIGHT * (((refined - latent) * self._gain(q)[0]) ** 2).mean()

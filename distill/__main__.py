@@ -35,19 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     from .losses import KDWeights
     from .train import distill
 
+    run_dir = a.run_dir or RUNS_DIR / f"distill-{a.student}-{a.profile}{'-nokd' if a.no_kd else ''}"
     try:
         if a.export_checkpoint:
             from training import export_checkpoint
-            run_dir = a.run_dir or RUNS_DIR / f"distill-{a.student}-{a.profile}{'-nokd' if a.no_kd else ''}"
             out = a.out or f"weights/{a.student}.safetensors"
             print(f"{a.student} at step {export_checkpoint(a.student, run_dir, out)} -> {out}")
             return 0
         kd = KDWeights(0, 0, 0) if a.no_kd else KDWeights(a.kd_output, a.kd_latent, a.kd_entropy)
         images = training_images(a.data)
-        run_dir = a.run_dir or RUNS_DIR / f"distill-{a.student}-{a.profile}{'-nokd' if a.no_kd else ''}"
         summary = distill(a.student, a.teacher, run_dir, images, a.profile, kd, a.steps, a.threads, a.out,
                           a.init, resume=not a.fresh, progress=not a.quiet,
-                          **{k: v for k, v in overrides(a).items() if k != "threads"})
+                          **overrides(a))
     except (ValueError, OSError, KeyError) as e:
         return fail(e)
     print(json.dumps(summary))

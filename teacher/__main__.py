@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"teacher at step {export_checkpoint('teacher', a.run_dir, a.out)} -> {a.out}")
             return 0
         r = train_teacher(training_images(a.data), a.profile, a.run_dir, a.out, a.steps, a.init, a.fresh,
-                          progress=not a.quiet, **{"threads": a.threads, **overrides(a)})
+                          progress=not a.quiet, threads=a.threads, **overrides(a))
     except (ValueError, OSError) as e:
         return fail(e)
     if r["weights"] is None:

@@ -27,11 +27,11 @@ def add_run_flags(p: argparse.ArgumentParser, profiles, run_dir_help: str, out_h
                    help="comma-separated downscaling factors of the training photos, e.g. 1.0,0.75,0.5")
 
 
-OVERRIDES = ("crop", "lr", "warmup", "ema", "scales", "threads", "bf16", "channels_last")
+OVERRIDES = ("crop", "lr", "warmup", "ema", "scales", "bf16", "channels_last")
 
 
 def overrides(args) -> dict:
-    """The TrainConfig fields the command line set (the profile keeps the others)."""
+    """The TrainConfig fields the command line set (the profile keeps the others; --threads is passed apart)."""
     given = {k: getattr(args, k) for k in OVERRIDES}
     return {k: v for k, v in given.items() if v is not None and v is not False}   # 0 and 0.0 are given values
 
