@@ -254,3 +254,21 @@ def test_rankings_share_the_cut_as_documented():
     assert n == 2
     with pytest.raises(ValueError):
         P.rank_units([cheap], "random")
+
+
+def test_a_pruned_file_trains_on_with_its_plan(tmp_path):
+    """`python -m distill --init PRUNED` trains the pruned shapes and exports them with the same plan."""
+    from distill.losses import KDWeights
+    from distill.train import distill
+
+    _, path = _pruned_file(tmp_path, half=True)
+    import numpy as np
+    from PIL import Image
+
+    img = tmp_path / "train.png"
+    Image.fromarray((np.random.default_rng(0).random((96, 96, 3)) * 255).astype(np.uint8)).save(img)
+    res = distill("student-2k", None, tmp_path / "run", [img], "quick", steps=2, batch=2, crop=64,
+                  init=path, resume=False, progress=False, kd=KDWeights(0, 0, 0), log_every=1)
+    out = load_model(res["weights"])
+    assert out.pruned_plan["steps"] == load_model(str(path)).pruned_plan["steps"]
+    assert res["steps"] == 2

@@ -20,6 +20,7 @@ def add_run_flags(p: argparse.ArgumentParser, profiles, run_dir_help: str, out_h
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     o = p.add_argument_group("overrides of the profile's training settings")
     o.add_argument("--crop", type=int, help="training crop size (e.g. 256: the hyper-latent sees a 4x4 grid, not 2x2)")
+    o.add_argument("--batch", type=int, help="crops per step (e.g. 2 at --crop 512 costs what 8 at 256 do)")
     o.add_argument("--lr", type=float, help="peak learning rate")
     o.add_argument("--warmup", type=int, help="warm-up steps")
     o.add_argument("--ema", type=float, help="weight-averaging decay per step (0: off)")
@@ -27,7 +28,7 @@ def add_run_flags(p: argparse.ArgumentParser, profiles, run_dir_help: str, out_h
                    help="comma-separated downscaling factors of the training photos, e.g. 1.0,0.75,0.5")
 
 
-OVERRIDES = ("crop", "lr", "warmup", "ema", "scales", "bf16", "channels_last")
+OVERRIDES = ("crop", "batch", "lr", "warmup", "ema", "scales", "bf16", "channels_last")
 
 
 def overrides(args) -> dict:
