@@ -9,8 +9,8 @@ upscaled one's.
 
 Decoders, each timed ``n`` times after a warm-up, median reported:
 
-- ours: the torch-free ONNX decoder (``export.runtime``; FP32 and INT8 networks; 1 and 2 threads; default
-  tile) and the torch decoder (``codec.tiling.decode_rgb``, tile 1024; 1 and 2 threads), timed in-process
+- ours: the torch-free ONNX decoder (``export.runtime``; FP32 and INT8 networks; 1 and 2 threads) and the
+  torch decoder (``codec.tiling.decode_rgb``; 1 and 2 threads), both at the default tile, timed in-process
   with the networks loaded (what an app pays per picture), writing a PPM file like the tools below;
 - classical: djpeg (libjpeg-turbo), dwebp, avifdec, djxl and opj_decompress as the Debian tools, one
   thread, writing PPM (avifdec: Y4M, it writes no PPM), each run as a subprocess (process start included,
@@ -78,7 +78,7 @@ def run(model_spec: str, sizes, n: int, threads: list[int], torch_decoder: bool,
     from export.timing import bench_picture
     from export.profile import mosaic
     from export.runtime import OnnxDecoder
-    from export.writers import RowWriter
+    from codec.writers import RowWriter
 
     torch.set_num_threads(1)
     model = load_model(model_spec)
@@ -143,13 +143,14 @@ def run(model_spec: str, sizes, n: int, threads: list[int], torch_decoder: bool,
 
                     def once_t():
                         wr = RowWriter(out.with_suffix(".ppm"), h, w)
-                        decode_rgb(model, bs, 1024, sink=wr.write)
+                        decode_rgb(model, bs, DEFAULT_TILE, sink=wr.write)
                         wr.close()
                     timing = _timed_in_process(once_t, max(1, n // 2) if mp > 4 else n)
                     torch.set_num_threads(1)
                     cli = run_child([sys.executable, "-m", "codec", "decode", src, "-o", out.with_suffix(".ppm"),
-                                     "--tile", "1024"], _env(t))
-                    rows.append({"decoder": "ours: torch", "threads": t, "bpp": bpp, "setting": "quality 3, tile 1024",
+                                     "--tile", DEFAULT_TILE], _env(t))
+                    rows.append({"decoder": "ours: torch", "threads": t, "bpp": bpp,
+                                 "setting": f"quality 3, tile {DEFAULT_TILE}",
                                  **timing, "rss_mb": cli["rss_mb"], "cli_wall": cli["wall"], "cli_cpu": cli["cpu"],
                                  "how": "in-process"})
                     progress(f"  torch x{t}: {rows[-1]['wall'] * 1000:.0f} ms")

@@ -9,11 +9,13 @@ codec/model.py; this module imports nothing from it (no cycle).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from .bands import BAND_Z, band_halo, reconstruct_in_bands
 from .bitstream import BitstreamError
-from .entropy import (LOG_STEP, SCALE_LEVELS, CdfTables, decode_symbols, encode_symbols, estimated_bits,
-                      make_scale_table)
+from .entropy import (LOG_STEP, SCALE_LEVELS, CdfTables, decode_indexed, decode_symbols, encode_symbols,
+                      estimated_bits, make_scale_table)
 from .intnet import INPUT_MAX, INPUT_MIN
 
 
@@ -24,10 +26,12 @@ class CodingMixin:
         """Integer shift that centres z on the entropy bottleneck's table (round of the medians)."""
         return torch.round(self.entropy_bottleneck.quantiles[:, 0, 1].detach()).long()[None, :, None, None]
 
-    def _index(self, z_int: torch.Tensor, q: int):
-        """Exact integer scale index (gained) and skip mask from the integer hyper-latent."""
+    def _index(self, z_int: torch.Tensor, q: int, dtype=torch.long, band: int | None = None):
+        """Exact integer scale index (gained, as ``dtype``) and skip mask from the integer hyper-latent
+        (``band``: the scale decoder in bands of that many z rows)."""
         steps = torch.round(self.gain_steps[q].detach()).long()[None, :, None, None]
-        index = torch.clamp(self.scale_decoder.int_forward(z_int) + steps, 0, SCALE_LEVELS - 1)
+        index = self.scale_decoder.int_forward(
+            z_int, band, post=lambda t: t.add_(steps).clamp_(0, SCALE_LEVELS - 1).to(dtype))
         gain = torch.exp(LOG_STEP * steps.float())
         return index, index < self.cfg.skip_index, gain
 
@@ -73,8 +77,11 @@ class CodingMixin:
         return [z_stream, r_stream], st
 
     @torch.no_grad()
-    def decompress_streams(self, streams: list[bytes], q: int, shape: tuple[int, int]):
-        """Decode [z stream, residual stream] for padded luma size ``shape`` -> (luma, chroma) planes."""
+    def decompress_streams(self, streams: list[bytes], q: int, shape: tuple[int, int], bands: bool = False):
+        """Decode [z stream, residual stream] for padded luma size ``shape`` -> (luma, chroma) planes and
+        the integer state (``residual`` and gained scale ``index``, int32). ``bands``: run the latent-grid
+        networks in bands of rows where the model allows it (codec/bands.py; same latents, less memory;
+        the predicted mean is then not kept and the option hooks get None)."""
         if len(streams) != 2:
             raise BitstreamError(f"expected 2 coded streams, found {len(streams)}")
         if not 0 <= q < self.num_qualities:
@@ -83,13 +90,29 @@ class CodingMixin:
         z_idx = torch.arange(self.cfg.z_channels).view(1, -1, 1, 1).expand(1, -1, hz, wz)
         z_int = decode_symbols(streams[0], z_idx, CdfTables(self.entropy_bottleneck)).view(z_idx.shape)
         z_int = torch.clamp(z_int + self._z_symbols_offset(), INPUT_MIN, INPUT_MAX).float()
-        index, skip, gain = self._index(z_int, q)
-        residual = torch.zeros(index.shape, dtype=torch.long)
-        residual[~skip] = decode_symbols(streams[1], index[~skip], CdfTables(self.gaussian_conditional))
-        r_y, r_uv = self._split(residual.float())
-        decoded = {"y": r_y, "uv": r_uv}
-        _, yh, uvh, mean = self._reconstruct(z_int, gain, (~skip).float(), lambda branch, mug: decoded[branch])
-        return self.synthesize(yh, uvh, mean), {"residual": residual, "index": index}
+        # A 12-Mpixel picture has 6 million latent elements: the index is held in uint8 (SCALE_LEVELS
+        # <= 256), the residual in int32, and the coded ones are picked in numpy, whose boolean indexing
+        # needs no int64 index list (torch's: 32 bytes per element).
+        index, skip, gain = self._index(z_int, q, torch.uint8, band=BAND_Z)
+        coded = ~skip.numpy()
+        del skip
+        residual = torch.zeros(index.shape, dtype=torch.int32)
+        tables = CdfTables(self.gaussian_conditional)
+        residual.numpy()[coded] = decode_indexed(streams[1], index.numpy()[coded], tables, np.int32)
+        del coded
+        # Skipped elements decode to a zero residual already, so "coded" can be all ones: k * r == r.
+        ones = torch.ones(1, index.shape[1], 1, 1)
+        halo = band_halo(self) if bands else None
+        if halo is None:
+            decoded = dict(zip(("y", "uv"), self._split(residual.float())))
+            _, yh, uvh, mean = self._reconstruct(z_int, gain, ones, lambda branch, mug: decoded[branch])
+            del decoded
+        else:
+            parts = dict(zip(("y", "uv"), self._split(residual)))
+            yh, uvh = reconstruct_in_bands(self, z_int, gain, ones, lambda b, r: parts[b][..., r, :].float(), halo)
+            mean = None
+        planes = self.synthesize(yh, uvh, mean)
+        return planes, {"residual": residual, "index": index.to(torch.int32)}
 
     @torch.no_grad()
     def estimate_bits(self, st: dict) -> float:

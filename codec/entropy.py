@@ -100,8 +100,9 @@ def decode_symbols(data: bytes, indexes, tables: CdfTables):
     return torch.from_numpy(decode_indexed(data, indexes.reshape(-1).int().numpy(), tables))
 
 
-def decode_indexed(data: bytes, indexes, tables: CdfTables) -> np.ndarray:
-    """Decode one symbol per table index from an rANS stream (torch-free); returns int64 numpy.
+def decode_indexed(data: bytes, indexes, tables: CdfTables, dtype=np.int64) -> np.ndarray:
+    """Decode one symbol per table index from an rANS stream (torch-free); returns numpy of ``dtype``
+    (int64, or np.int32: the coder's own type, then without a copy).
 
     Raises BitstreamError (one line) for a stream that cannot hold the symbols or that crashes or stalls
     the C++ decoder."""
@@ -110,7 +111,7 @@ def decode_indexed(data: bytes, indexes, tables: CdfTables) -> np.ndarray:
     if n == 0:
         if data:
             raise BitstreamError(f"a coded stream holds {len(data)} bytes where no symbols are coded")
-        return np.zeros(0, np.int64)
+        return np.zeros(0, dtype)
     # compressai's encoder writes whole 32-bit words and ends with its 64-bit state.
     if len(data) < 8 or len(data) % 4:
         raise BitstreamError(f"a coded stream of {len(data)} bytes is not an rANS stream "
@@ -125,8 +126,8 @@ def decode_indexed(data: bytes, indexes, tables: CdfTables) -> np.ndarray:
     if not ISOLATE:
         out = _ans().RansDecoder().decode_with_indexes(data + bytes(64 + 4 * n), idx.tolist(), tables.cdfs,
                                                        tables.lengths, tables.offsets)
-        return np.asarray(out, np.int64)
-    return _HELPER.decode(data, idx, tables).astype(np.int64)
+        return np.asarray(out, dtype)
+    return _HELPER.decode(data, idx, tables).astype(dtype, copy=False)
 
 
 # ---- the helper process ---------------------------------------------------------------------------
@@ -239,17 +240,18 @@ class _Helper:
                 proc.stdin.flush()
             except OSError:  # BrokenPipeError: it died
                 self._fail("crashed")
-            out, want = bytearray(), 4 * idx.size
+            out = np.empty(idx.size, np.int32)
+            view, got, want = memoryview(out).cast("B"), 0, 4 * idx.size
             fd, deadline = proc.stdout.fileno(), time.monotonic() + TIME_LIMIT_S + 2e-6 * idx.size
-            while len(out) < want:
+            while got < want:
                 left = deadline - time.monotonic()
                 if left <= 0 or not select.select([fd], [], [], left)[0]:
                     self._fail(f"stopped after {TIME_LIMIT_S + 2e-6 * idx.size:.0f} s")
-                chunk = os.read(fd, min(want - len(out), 1 << 20))
-                if not chunk:
+                n = os.readv(fd, [view[got: got + min(want - got, 1 << 20)]])
+                if not n:
                     self._fail("crashed")
-                out += chunk
-            return np.frombuffer(out, np.int32)
+                got += n
+            return out
 
 
 _HELPER = _Helper()

@@ -82,12 +82,14 @@ class IntConv2d(nn.Conv2d):
         n, _, h, wd = x.shape
         k = self.kernel_size[0]
         cols = F.unfold(x, k, padding=k // 2)                       # N, Cin*k*k, H*W (a copy: exact)
-        acc = torch.matmul(w.reshape(w.shape[0], -1), cols) + b[:, None]
-        if acc.abs().max() >= ACC_LIMIT:
+        acc = torch.matmul(w.reshape(w.shape[0], -1), cols).add_(b[:, None])
+        del cols
+        lo, hi = torch.aminmax(acc)
+        if max(-float(lo), float(hi)) >= ACC_LIMIT:
             raise OverflowError("integer scale decoder accumulator left the int32 range")
-        acc = acc.reshape(n, -1, h, wd)
-        out = torch.floor((acc + 2.0 ** (shift - 1)) / 2.0 ** shift) if shift > 0 else acc * 2.0 ** -shift
-        return torch.clamp(out, 0, ACT_MAX) if self.relu else out
+        acc = acc.reshape(n, -1, h, wd)     # in place from here: the same operations, no copies
+        out = acc.add_(2.0 ** (shift - 1)).div_(2.0 ** shift).floor_() if shift > 0 else acc.mul_(2.0 ** -shift)
+        return out.clamp_(0, ACT_MAX) if self.relu else out
 
 
 class IntScaleDecoder(nn.Module):
@@ -123,7 +125,25 @@ class IntScaleDecoder(nn.Module):
         return self._run(torch.clamp(z_hat, INPUT_MIN, INPUT_MAX), integer=False)
 
     @torch.no_grad()
-    def int_forward(self, z_int: torch.Tensor) -> torch.Tensor:
-        """Deployment path: exact integer index (int64), identical on every machine."""
+    def int_forward(self, z_int: torch.Tensor, band: int | None = None, post=None) -> torch.Tensor:
+        """Deployment path: exact integer index (int64), identical on every machine.
+
+        ``band``: run in bands of that many z rows (each with the rows of context its layers read around
+        it), so that the float64 carriers of a large picture never exist whole; integers: the same
+        result. ``post``: applied to each band's int64 index before it is stored (its dtype is the
+        result's)."""
+        post = post or (lambda t: t)
         x = torch.clamp(z_int.double(), INPUT_MIN, INPUT_MAX)
-        return self._run(x, integer=True).long()
+        hz, up = x.shape[-2], math.prod(self.shuffle)
+        halo = sum(layer.kernel_size[0] // 2 for layer in self.layers)
+        if not band or hz <= band + 2 * halo:
+            return post(self._run(x, integer=True).long())
+        out = None
+        for r0 in range(0, hz, band):
+            r1 = min(hz, r0 + band)
+            i0, i1 = max(0, r0 - halo), min(hz, r1 + halo)
+            part = post(self._run(x[..., i0:i1, :], integer=True)[..., (r0 - i0) * up: (r1 - i0) * up, :].long())
+            if out is None:
+                out = part.new_empty(part.shape[:2] + (hz * up, part.shape[-1]))
+            out[..., r0 * up: r1 * up, :] = part
+        return out

@@ -359,19 +359,23 @@ class YUVCodec(CodingMixin, CompressionModel):
             out[:, :, where] = packed
             return out
 
-        def two_pass(branch, hyper, ctx_model, fusion, g, k, offset, *extra):
+        def two_pass(branch, hyper_decoder, ctx_model, fusion, g, k, offset, *extra):
+            # Each intermediate is dropped once used: on a 12-Mpixel picture each is a 10-20 MB tensor.
+            hyper = hyper_decoder(z_hat)
             zeros = torch.zeros(hyper.shape[0], ctx_model.out_channels, h, w, device=hyper.device)
             mug_a = _shifted(fuse(fusion, is_anchor, hyper, zeros, *extra), offset) * g * anchor
+            del zeros
             r_a = k * residual_fn(branch, mug_a) * anchor
             ctx = ctx_model((r_a + mug_a) / g * anchor) * (1 - anchor)
+            del r_a
             mug = torch.where(is_anchor, mug_a, _shifted(fuse(fusion, ~is_anchor, hyper, ctx, *extra), offset) * g)
+            del hyper, ctx, mug_a
             r = k * residual_fn(branch, mug)
             return r, (r + mug) / g, mug / g
 
         o_y, o_uv = self._mean_offsets(z_hat)
-        r_y, yh, mu_y = two_pass("y", self.hyper_decoder_y(z_hat), self.context_y, self.fusion_y, g_y, k_y, o_y)
-        r_uv, uvh, mu_uv = two_pass("uv", self.hyper_decoder_uv(z_hat), self.context_uv, self.fusion_uv,
-                                    g_uv, k_uv, o_uv, yh)
+        r_y, yh, mu_y = two_pass("y", self.hyper_decoder_y, self.context_y, self.fusion_y, g_y, k_y, o_y)
+        r_uv, uvh, mu_uv = two_pass("uv", self.hyper_decoder_uv, self.context_uv, self.fusion_uv, g_uv, k_uv, o_uv, yh)
         return torch.cat((r_y, r_uv), 1), yh, uvh, torch.cat((mu_y, mu_uv), 1)
 
     def update(self, scale_table=None, force=False, update_quantiles=False):

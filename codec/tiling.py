@@ -25,21 +25,24 @@ raising one latent cell strictly raises every output that structurally depends o
 other output bit-identical. It works for any fully convolutional synthesis (students, teacher, pruned).
 
 Pictures are decoded strip by strip (a row of tiles), and each strip is converted to 8-bit RGB as soon
-as it is complete: chroma upsampling needs one chroma row above and below, so tiles also decode one
-chroma row more on each side (their footprint covers it). Nothing holds a full-resolution float plane.
+as it is complete, ``RGB_ROWS`` rows at a time: chroma upsampling needs one chroma row above and below, so
+tiles also decode one chroma row more on each side (their footprint covers it). Nothing holds a
+full-resolution float plane. The torch decoder gets the latents from the model's own decoding path with
+its latent-grid networks in bands of rows (codec/bands.py), and grows every tile's window to one size
+(``uniform_windows``) so that the allocator reuses each tile's memory for the next.
 
 This module imports torch only inside the torch functions: ``plan_tiles`` and ``Footprint`` are shared
 with the torch-free ONNX decoder (export/runtime.py).
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
 
 LUMA_SCALE, CHROMA_SCALE = 16, 8      # output pixels per latent cell (luma plane, 4:2:0 chroma plane)
 DEFAULT_TILE = 512                    # output pixels per tile side (see docs/deployment.md, "Memory")
+RGB_ROWS = 128                        # picture rows converted to 8-bit RGB at a time (torch decoder)
 
 
 @dataclass(frozen=True)
@@ -114,23 +117,6 @@ def plan_tiles(height: int, width: int, tile: int | None, footprints: dict[str, 
 
 
 # ---- the footprint probe (torch) ------------------------------------------------------------------
-def _positive_copy(module, seed: int):
-    """A float64 copy of ``module`` with every parameter set to a positive value (weights scaled by
-    their fan-in so that activations stay near 1 through any depth)."""
-    import torch
-
-    m = copy.deepcopy(module).double().eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            fan = p[0].numel() if p.ndim > 1 else 1
-            p.copy_((torch.rand(p.shape, generator=g, dtype=torch.float64) * 0.5 + 0.5) / fan)
-        for b in m.buffers():
-            if b.is_floating_point():
-                b.copy_(b.abs())
-    return m
-
-
 def probe_footprints(synthesis, channels: tuple[int, int], at: list[str] | None = None, start: int = 6,
                      limit: int = 96, seed: int = 0) -> dict[str, Footprint]:
     """Footprints of one latent cell (both latents raised at once) in the luma and chroma outputs of
@@ -144,7 +130,9 @@ def probe_footprints(synthesis, channels: tuple[int, int], at: list[str] | None 
     network, e.g. global attention: such a synthesis cannot be tiled)."""
     import torch
 
-    net = _positive_copy(synthesis, seed)
+    from .positive import positive_copy
+
+    net = positive_copy(synthesis, seed)
     n = start
     while True:
         size = 2 * n + 1
@@ -224,9 +212,10 @@ def model_footprints(model) -> dict[str, Footprint]:
 
 
 # ---- the torch decoder ----------------------------------------------------------------------------
-def decoded_latents(model, bs):
+def decoded_latents(model, bs, bands: bool = False):
     """(y_hat, uv_hat, mean, integer state) of a parsed bitstream: ``model.decompress_streams`` run up to
-    its synthesis, which is intercepted (so this stays the model's own decoding path)."""
+    its synthesis, which is intercepted (so this stays the model's own decoding path). ``bands``: the
+    latent-grid networks in bands of rows where the model allows it (then mean is None)."""
     m = model.cfg.multiple
     shape = (-(-bs.height // m) * m, -(-bs.width // m) * m)
     got = {}
@@ -237,7 +226,7 @@ def decoded_latents(model, bs):
 
     model.synthesize = grab          # an instance attribute shadows the method for this call only
     try:
-        _, state = model.decompress_streams(list(bs.streams), bs.quality, shape)
+        _, state = model.decompress_streams(list(bs.streams), bs.quality, shape, bands=bands)
     finally:
         del model.synthesize
     if not got:
@@ -261,14 +250,41 @@ def strip_rgb(ys, uvs, first: int):
     return to_uint8(ycbcr_to_rgb(torch.cat((ys, up), 1)).clamp(0.0, 1.0))
 
 
+def uniform_windows(strips: list[list[Tile]], grid: tuple[int, int]) -> list[list[Tile]]:
+    """The same tiles with every latent window grown, away from the picture's edge, to the largest one's
+    size (within the ``grid`` of latent rows and columns). Every tile then runs the same tensor shapes,
+    so the allocator reuses one tile's memory for the next instead of fragmenting it; the kept pixels
+    are unchanged (a larger window still holds every latent cell they depend on)."""
+    size = [max(t.lat[2 * a + 1] - t.lat[2 * a] for s in strips for t in s) for a in (0, 1)]
+
+    def grow(lo: int, hi: int, n: int, limit: int) -> tuple[int, int]:
+        hi = min(limit, max(hi, lo + n))
+        return max(0, hi - n), hi
+
+    return [[Tile(grow(*t.lat[:2], size[0], grid[0]) + grow(*t.lat[2:], size[1], grid[1]), t.y, t.uv)
+             for t in s] for s in strips]
+
+
+def _emit_rgb(ys, uvs, a0: int, u0: int, chroma_rows: int, emit) -> None:
+    """Convert a strip (luma rows [a0, a0 + n), chroma rows from u0) to 8-bit RGB ``RGB_ROWS`` rows at a
+    time, each block with the chroma rows around it that ``plan_tiles`` gives a strip, and hand each
+    block to ``emit``: the same values as converting the strip at once, in a fraction of its memory."""
+    n = ys.shape[-2]
+    for b0 in range(0, n, RGB_ROWS):
+        p0, p1 = a0 + b0, a0 + min(n, b0 + RGB_ROWS)          # picture rows of this block
+        c0, c1 = max(0, p0 // 2 - 1), min(chroma_rows, (p1 + 1) // 2 + 1)
+        emit(strip_rgb(ys[..., b0: p1 - a0, :], uvs[..., c0 - u0: c1 - u0, :], p0 - 2 * c0))
+
+
 def decode_rgb(model, bs, tile: int | None = DEFAULT_TILE, sink=None):
     """Decode a parsed bitstream (``codec.bitstream.unpack``) to an H x W x 3 uint8 RGB picture with the
     synthesis in ``tile`` x ``tile``-pixel tiles (None or 0: whole picture; models with pre-synthesis
-    or post-filter hooks always decode whole). ``sink``: called with each strip of rows (top to bottom)
+    or post-filter hooks always decode whole). ``sink``: called with each block of rows (top to bottom)
     instead of filling the returned picture (then None is returned)."""
     import torch
 
     from .bitstream import BitstreamError
+    from .memory import TRIM_PIXELS, release_memory
     from .weights import model_id
 
     if bs.model_id != model_id(model):
@@ -279,15 +295,34 @@ def decode_rgb(model, bs, tile: int | None = DEFAULT_TILE, sink=None):
     fps = model_footprints(model) if tile else {}
     strips = plan_tiles(bs.height, bs.width, tile, fps, model.cfg.multiple)
     out = np.empty((bs.height, bs.width, 3), np.uint8) if sink is None else None
-    cw = (bs.width + 1) // 2
+    done = [0]
+
+    def emit(rows):
+        if sink is not None:
+            sink(rows)
+        else:
+            out[done[0]: done[0] + rows.shape[0]] = rows
+        done[0] += rows.shape[0]
+
+    big = bs.height * bs.width >= TRIM_PIXELS
+    cw, ch = (bs.width + 1) // 2, (bs.height + 1) // 2
     try:
         with torch.no_grad():
-            yh, uvh, mean, _ = decoded_latents(model, bs)
+            if big:
+                release_memory()          # what loading the model and probing its footprint left
+            several = len(strips) > 1 or len(strips[0]) > 1
+            yh, uvh, mean = decoded_latents(model, bs, bands=several)[:3]   # not the integer state
+            if several:
+                mean = None               # only a whole-picture tile passes it on (to option hooks)
+            if big:
+                release_memory()
+            strips = uniform_windows(strips, tuple(yh.shape[-2:]))
+            rows = max(s[0].y[1] - s[0].y[0] for s in strips), max(s[0].uv[1] - s[0].uv[0] for s in strips)
+            ys_all, uvs_all = torch.empty(1, 1, rows[0], bs.width), torch.empty(1, 2, rows[1], cw)
             for strip in strips:
                 a0, a1 = strip[0].y[:2]
                 u0, u1 = strip[0].uv[:2]
-                ys = torch.empty(1, 1, a1 - a0, bs.width)
-                uvs = torch.empty(1, 2, u1 - u0, cw)
+                ys, uvs = ys_all[..., : a1 - a0, :], uvs_all[..., : u1 - u0, :]
                 for t in strip:
                     r0, r1, c0, c1 = t.lat
                     whole = t.lat == (0, yh.shape[-2], 0, yh.shape[-1])
@@ -297,11 +332,7 @@ def decode_rgb(model, bs, tile: int | None = DEFAULT_TILE, sink=None):
                     ys[..., b0:b1] = y[..., a0 - 16 * r0: a1 - 16 * r0, b0 - 16 * c0: b1 - 16 * c0]
                     uvs[..., v0:v1] = uv[..., u0 - 8 * r0: u1 - 8 * r0, v0 - 8 * c0: v1 - 8 * c0]
                     del y, uv
-                rows = strip_rgb(ys, uvs, a0 - 2 * u0)
-                if sink is None:
-                    out[a0:a1] = rows
-                else:
-                    sink(rows)
+                _emit_rgb(ys, uvs, a0, u0, ch, emit)
     except BitstreamError:
         raise
     except (RuntimeError, ValueError, IndexError) as e:

@@ -35,9 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     writer = None
     try:
         from codec.bitstream import MAX_FILE_BYTES, unpack
+        from codec.memory import limit_heap
+        from codec.writers import RowWriter
 
-        from .runtime import OnnxDecoder, limit_heap
-        from .writers import RowWriter
+        from .runtime import OnnxDecoder
 
         limit_heap()
 

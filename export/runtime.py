@@ -7,7 +7,7 @@ float networks (means and synthesis) run in ORT, FP32 or INT8.
 
 Memory stays bounded for any picture size: the synthesis runs in tiles whose overlap covers its
 receptive field (``codec.tiling``; the 8-bit picture equals the whole-picture decode's), each strip of
-tiles is converted to 8-bit RGB as soon as it is complete and handed to a sink (``export.writers``
+tiles is converted to 8-bit RGB as soon as it is complete and handed to a sink (``codec.writers``
 streams it into the output file), and the integer scale decoder runs in bands of rows.
 The numpy array helpers (phase layout, strips -> RGB) are in ``export.arrays``.
 """
@@ -30,46 +30,22 @@ import onnxruntime as ort
 # decoder (which has no bounds checks) in a helper process, so a crafted stream ends in a one-line error.
 from codec.bitstream import Bitstream, BitstreamError, unpack
 from codec.entropy import CdfTables, decode_indexed
+from codec.memory import TRIM_PIXELS, limit_heap, release_memory
 from codec.tiling import DEFAULT_TILE, Footprint, plan_tiles
 
 from .arrays import checkerboard, phases, strip_to_rgb, unphase
 from .intfast import FastIntScaleDecoder
 from .intnp import IntScaleDecoder
 
-__all__ = ["MANIFEST", "FORMAT", "Z_BAND", "TRIM_PIXELS", "release_memory", "limit_heap", "ExportError",
-           "Decoded", "load_tables", "session_options", "OnnxDecoder",
+__all__ = ["MANIFEST", "FORMAT", "Z_BAND", "ExportError", "Decoded", "load_tables", "session_options", "OnnxDecoder",
+           # re-exported from codec.memory
+           "TRIM_PIXELS", "release_memory", "limit_heap",
            # re-exported from export.arrays
            "checkerboard", "phases", "unphase", "strip_to_rgb"]
 
 MANIFEST = "manifest.json"
 FORMAT = "lightcodec-onnx"
 Z_BAND = 8           # z rows per band of the integer scale decoder (512 picture rows each)
-TRIM_PIXELS = 1 << 22  # pictures from 4 Mpixel on hand freed memory back between stages
-
-
-def release_memory() -> None:
-    """Hand freed heap memory back to the system (glibc's malloc_trim; a no-op elsewhere): a decode's
-    stages free large arrays that glibc would otherwise keep for the process's life."""
-    try:
-        _libc().malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _libc():
-    import ctypes
-    import ctypes.util
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-
-
-def limit_heap(threshold: int = 1 << 22) -> None:
-    """Make glibc serve allocations of ``threshold`` bytes and more with their own mappings, returned to
-    the system when freed (its default adapts the threshold upward, up to 32 MiB, and keeps such blocks
-    on the heap). For processes that decode large pictures; the decoder CLI sets it."""
-    try:
-        _libc().mallopt(-3, int(threshold))   # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
 
 
 class ExportError(ValueError):

@@ -79,8 +79,19 @@ def test_plan_covers_the_picture_once():
     assert plan_tiles(301, 467, 0, fps)[0][0].lat == (0, 20, 0, 32)
 
 
+@pytest.fixture
+def one_thread():
+    """Tiles and bands equal the whole picture at one torch thread (see codec/tiling.py)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("name, tiles", [("student-2k", (256, 128, 48)), ("student-1k", (96,)), ("teacher", (160,))])
-def test_torch_tiled_equals_whole(picture, name, tiles):
+def test_torch_tiled_equals_whole(picture, name, tiles, one_thread, monkeypatch):
+    import codec.tiling
+
     from codec.weights import load_model
 
     model = load_model(name)
@@ -89,6 +100,56 @@ def test_torch_tiled_equals_whole(picture, name, tiles):
     whole = decode_image(model, data)
     for tile in tiles:
         assert np.array_equal(decode_image(model, data, tile=tile), whole), (name, tile)
+    monkeypatch.setattr(codec.tiling, "RGB_ROWS", 7)       # RGB conversion in blocks of odd row counts
+    assert np.array_equal(decode_image(model, data, tile=tiles[0]), whole), name
+
+
+@pytest.mark.parametrize("name", ["student-2k", "teacher"])
+def test_latent_bands_equal_the_whole_grid(eval_paths, name, one_thread, monkeypatch):
+    """codec/bands.py: the decoder's hyper decoders, context and fusion run in bands of z rows (here one
+    z row each, with the measured halo around it) and give the whole grid's latents bit for bit; the
+    banded integer scale decoder gives the same integers."""
+    import codec.bands
+    from codec.bands import band_halo
+    from codec.tiling import decoded_latents
+    from codec.weights import load_model
+
+    model = load_model(name)
+    img = load_rgb(next(p for p in eval_paths if p.name == "barbara.png"))[:512, :256]   # an 8 x 4 z grid
+    with torch.inference_mode():
+        bs = bsf.unpack(encode_image(model, np.ascontiguousarray(img), 3))
+    halo = band_halo(model)
+    assert halo is not None and 1 + 2 * halo < 8, halo          # several bands, each cut short somewhere
+    monkeypatch.setattr(codec.bands, "BAND_Z", 1)
+    whole, banded = decoded_latents(model, bs), decoded_latents(model, bs, bands=True)
+    assert torch.equal(whole[0], banded[0]) and torch.equal(whole[1], banded[1]) and banded[2] is None
+    for key in ("residual", "index"):
+        assert torch.equal(whole[3][key], banded[3][key]), key
+    z = torch.randint(-128, 128, (1, model.cfg.z_channels, 23, 5), generator=torch.Generator().manual_seed(0))
+    ref = model.scale_decoder.int_forward(z.float())
+    assert all(torch.equal(model.scale_decoder.int_forward(z.float(), band=b), ref) for b in (1, 2, 7))
+
+
+def test_models_with_options_are_not_banded():
+    from codec.bands import band_halo
+    from codec.registry import create_model
+
+    assert band_halo(create_model("student-1k+gmm")) is None
+
+
+def test_uniform_windows_keep_every_needed_cell():
+    from codec.tiling import Footprint, plan_tiles, uniform_windows
+
+    fps = {"y": Footprint(16, (-84, 99), (-84, 99)), "uv": Footprint(8, (-42, 49), (-42, 49))}
+    strips = plan_tiles(1000, 1500, 256, fps)                 # a 63 x 94 latent grid (padded to 1024 x 1536)
+    grown = uniform_windows(strips, (64, 96))
+    sizes = {(t.lat[1] - t.lat[0], t.lat[3] - t.lat[2]) for s in grown for t in s}
+    assert len(sizes) == 1
+    for s, g in zip(strips, grown):
+        for t, u in zip(s, g):
+            assert u.y == t.y and u.uv == t.uv
+            assert 0 <= u.lat[0] <= t.lat[0] and t.lat[1] <= u.lat[1] <= 64
+            assert 0 <= u.lat[2] <= t.lat[2] and t.lat[3] <= u.lat[3] <= 96
 
 
 def test_torch_cli_tile_option(student2k, picture, tmp_path):

@@ -2,7 +2,7 @@
 
 PNG (8-bit RGB, each row filtered with PNG's "Up" filter, zlib ``level``) and binary PPM (P6) are written
 as the rows arrive; any other format Pillow writes goes through one in-memory picture. Only numpy and
-zlib (Pillow for the other formats): the torch-free decoder uses them.
+zlib (Pillow for the other formats): both decoder CLIs use them, the torch-free one included.
 """
 from __future__ import annotations
 

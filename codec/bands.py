@@ -1,0 +1,105 @@
+"""The decoder's latent grid in bands of rows: bounded memory for the two checkerboard passes.
+
+``YUVCodec._reconstruct`` turns the hyper-latent and the decoded residuals into the latents: hyper
+decoders, context models and fusion on the whole H/16 grid, a dozen tensors of 10-20 MB each at 12
+Mpixel. Those networks are local, so the tiled decoder (codec/tiling.py) runs them in bands of z rows,
+each with the rows of context its outputs depend on, and keeps only the band's own rows.
+
+The context a band needs is measured, as the synthesis's footprint is (``tiling.probe_footprints``): on
+a positive float64 copy of the six networks (codec/positive.py), raising one row of z (or of the
+residuals) raises exactly the latent rows that depend on it. A kept row then depends only on rows inside
+its band's window, and the window's cut edges (zero-padded there) cannot reach it: the same values as
+the whole-grid passes (bit for bit at one torch thread, like the synthesis's tiles; tests/test_tiling.py).
+Bands start on z rows, so the checkerboard keeps its phase. Models with options (attention, global
+context, ...) run whole.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from .positive import positive_copy
+
+BAND_Z = 8           # z rows per band (32 latent rows, 512 picture rows)
+_NETS = ("hyper_decoder_y", "hyper_decoder_uv", "context_y", "context_uv", "fusion_y", "fusion_uv")
+_CACHE: dict = {}
+
+
+def _probe_copy(model):
+    """A shallow copy of ``model`` whose six latent-grid networks are positive float64 copies (the
+    original's modules are left untouched)."""
+    shim = copy.copy(model)
+    shim.__dict__["_modules"] = dict(model._modules)
+    for i, name in enumerate(_NETS):
+        shim._modules[name] = positive_copy(getattr(model, name), seed=i)
+    return shim
+
+
+def band_halo(model, limit: int = 64) -> int | None:
+    """z rows of context each band needs on either side (cached per model id), or None when the model
+    cannot be run in bands (options; or an influence that reaches ``limit`` z rows)."""
+    from .weights import model_id
+
+    if model.options:
+        return None
+    key = model_id(model)
+    if key in _CACHE:
+        return _CACHE[key]
+    shim, cls, n, halo = _probe_copy(model), type(model), 4, None
+    g = torch.Generator().manual_seed(0)
+    while halo is None and n <= limit:
+        z = torch.rand(1, model.cfg.z_channels, 2 * n + 1, 3, generator=g, dtype=torch.float64) + 0.5
+        res = torch.rand(1, model.cfg.y_channels + model.cfg.uv_channels, 4 * z.shape[-2], 12, generator=g,
+                         dtype=torch.float64)
+        ones = torch.ones(1, res.shape[1], 1, 1, dtype=torch.float64)
+
+        def rows(z_in, r_in):
+            parts = dict(zip(("y", "uv"), cls._split(shim, r_in)))
+            with torch.no_grad():
+                _, yh, uvh, _ = cls._reconstruct(shim, z_in, ones, ones, lambda branch, mug: parts[branch])
+            return torch.cat((yh, uvh), 1)
+
+        base = rows(z, res)
+        z2, r2 = z.clone(), res.clone()
+        z2[..., n, :] += 100.0              # z row n, and the residual rows it covers (4n .. 4n + 3)
+        r2[..., 4 * n: 4 * n + 4, :] += 100.0
+        reach = 0
+        for moved in (rows(z2, res), rows(z, r2)):
+            hit = torch.nonzero((moved != base).any(3).any(1)[0]).flatten()
+            first, last = int(hit[0]), int(hit[-1])
+            reach = max(reach, 4 * n + 3 - first, last - 4 * n)
+            if first == 0 or last == base.shape[-2] - 1:
+                reach = None
+                break
+        if reach is None:
+            n *= 2
+        else:
+            halo = -(-reach // 4)           # every latent row a kept row depends on lies in its window
+    _CACHE[key] = halo
+    return halo
+
+
+def reconstruct_in_bands(model, z_int, gain, coded, residual_fn, halo: int, band: int | None = None):
+    """``model._reconstruct`` run on bands of ``band`` z rows (default ``BAND_Z``) with ``halo`` rows of
+    context each side; ``residual_fn(branch, rows)`` gives the branch's decoded residuals (a view) for
+    latent rows ``rows``. Returns (y_hat, uv_hat), the whole grid's values.
+
+    Every band's window has the same size (grown away from the grid's edge where its context is cut
+    short), so that each band reuses the previous one's memory instead of fragmenting the heap."""
+    (hz, wz), band = z_int.shape[-2:], band or BAND_Z
+    win = min(hz, band + 2 * halo)
+    yh = z_int.new_empty(z_int.shape[0], model.cfg.y_channels, 4 * hz, 4 * wz)
+    uvh = z_int.new_empty(z_int.shape[0], model.cfg.uv_channels, 4 * hz, 4 * wz)
+    for z0 in range(0, hz, band):
+        z1 = min(hz, z0 + band)
+        e1 = min(hz, max(z1 + halo, max(0, z0 - halo) + win))
+        e0 = max(0, e1 - win)
+        rows = slice(4 * e0, 4 * e1)
+        _, y, uv, _ = model._reconstruct(z_int[..., e0:e1, :], gain, coded,
+                                         lambda branch, mug, rows=rows: residual_fn(branch, rows))
+        keep = slice(4 * (z0 - e0), 4 * (z1 - e0))
+        yh[..., 4 * z0: 4 * z1, :] = y[..., keep, :]
+        uvh[..., 4 * z0: 4 * z1, :] = uv[..., keep, :]
+        del y, uv
+    return yh, uvh

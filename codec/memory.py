@@ -1,0 +1,47 @@
+"""Keeping a large decode's memory down on glibc: freed blocks handed back to the system.
+
+Both decoders (torch, ``codec.tiling``; ONNX, ``export.runtime``) free large arrays between stages; glibc
+would otherwise keep much of that memory for the process's life. Torch-free (ctypes only); every
+function is a no-op where there is no glibc (or, for ``prefer_huge_pages``, no transparent huge pages).
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+TRIM_PIXELS = 1 << 22  # pictures from 4 Mpixel on hand freed memory back between stages
+
+
+@functools.lru_cache(maxsize=None)
+def _libc():
+    import ctypes
+    import ctypes.util
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
+def release_memory() -> None:
+    """Hand freed heap memory back to the system (glibc's malloc_trim; a no-op elsewhere): a decode's
+    stages free large arrays that glibc would otherwise keep for the process's life."""
+    try:
+        _libc().malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def limit_heap(threshold: int = 1 << 22) -> None:
+    """Make glibc serve allocations of ``threshold`` bytes and more with their own mappings, returned to
+    the system when freed (its default adapts the threshold upward, up to 32 MiB, and keeps such blocks
+    on the heap). For processes that decode large pictures; both decoder CLIs set it."""
+    try:
+        _libc().mallopt(-3, int(threshold))   # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def prefer_huge_pages() -> None:
+    """Have torch, if it is imported after this call, back tensors of 2 MiB and more with transparent huge
+    pages where the system allows it (torch's THP_MEM_ALLOC_ENABLE). With ``limit_heap`` every large tensor
+    gets fresh pages from the system; 2 MiB pages take 512x fewer page faults (measured on a 12-Mpixel
+    torch decode, tile 512: 10 s of system time with 4 KiB pages, 4-5.5 s with these; glibc's default heap
+    needs 1.2 s but peaks 20-80 MiB higher, and differently from run to run)."""
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
