@@ -109,16 +109,24 @@ def load_model(name_or_path: str, weights: str | Path | None = None):
         model = create_model(name)
     except KeyError as e:
         raise WeightsError(str(e.args[0])) from None
+    replay_plan_of(model, path)
+    load_weights(model, path).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.frozen_id = model_id(model)
+    return model
+
+
+def replay_plan_of(model, path: str | Path):
+    """Give a freshly built preset the pruned shapes of the weights at ``path`` (their pruning plan, if
+    they carry one; otherwise nothing changes); returns the model. Raises WeightsError if the plan does
+    not fit the model."""
     plan = weights_metadata(path).get(META_KEY)
     if plan is not None:
         try:
             replay(model, plan)
         except PlanError as e:
             raise WeightsError(f"weights {path}: {e}") from None
-    load_weights(model, path).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.frozen_id = model_id(model)
     return model
 
 

@@ -54,15 +54,14 @@ def make_finetune(teacher, images: list, steps: int, lr: float, run_dir: Path, t
     from training import TrainConfig, Trainer
 
     from .losses import Distiller, KDWeights
+    from . import FINETUNE_CROPS
     from .train import PROFILES
 
     def finetune(model, r: int) -> dict:
         if steps <= 0:
             return {}
-        # 256x256 crops (batch 2: the pixels of 8 x 128x128): recovery on 128x128 crops undoes what the
-        # student learnt on 256x256 ones (pipeline.stages FINETUNE has the measurement).
-        cfg = TrainConfig(**{**PROFILES["quick"], "steps": steps, "lr": lr, "warmup": min(50, max(1, steps // 5)),
-                             "crop": 256, "batch": 2}, threads=threads, seed=r)
+        cfg = TrainConfig(**{**PROFILES["quick"], **FINETUNE_CROPS, "steps": steps, "lr": lr,
+                             "warmup": min(50, max(1, steps // 5))}, threads=threads, seed=r)
         kd = Distiller(teacher, model, KDWeights()) if teacher is not None else None
         trainer = Trainer(model, cfg, run_dir / f"round{r}", images, extra_loss=kd, extra_modules=kd)
         return trainer.train(progress=progress)

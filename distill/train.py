@@ -6,8 +6,7 @@ from pathlib import Path
 
 from codec.registry import create_model
 from training import TrainConfig, Trainer, continue_from, dist_info, export_trained, plot_log
-from codec.pruned import META_KEY, replay
-from codec.weights import load_weights, shipped_weights, weights_metadata
+from codec.weights import load_weights, replay_plan_of, shipped_weights
 
 from .losses import Distiller, KDWeights
 from .teachers import load_teacher
@@ -35,9 +34,7 @@ def distill(student_name: str, teacher_weights: str | Path | None, run_dir: str 
     kd = kd or KDWeights()
     student = create_model(student_name)
     if init:
-        plan = weights_metadata(init).get(META_KEY)
-        if plan is not None:   # a pruned student trains (and is exported) with its pruned shapes
-            replay(student, plan)
+        replay_plan_of(student, init)   # a pruned student trains (and is exported) with its pruned shapes
         load_weights(student, init, partial=True)  # an option model may start from its base's weights
     distiller = None
     if kd.enabled():

@@ -30,7 +30,7 @@ import onnxruntime as ort
 # decoder (which has no bounds checks) in a helper process, so a crafted stream ends in a one-line error.
 from codec.bitstream import Bitstream, BitstreamError, unpack
 from codec.entropy import CdfTables, decode_indexed
-from codec.memory import TRIM_PIXELS, limit_heap, release_memory
+from codec.memory import TRIM_PIXELS, release_memory
 from codec.tiling import DEFAULT_TILE, Footprint, plan_tiles
 
 from .arrays import checkerboard, phases, strip_to_rgb, unphase
@@ -38,8 +38,6 @@ from .intfast import FastIntScaleDecoder
 from .intnp import IntScaleDecoder
 
 __all__ = ["MANIFEST", "FORMAT", "Z_BAND", "ExportError", "Decoded", "load_tables", "session_options", "OnnxDecoder",
-           # re-exported from codec.memory
-           "TRIM_PIXELS", "release_memory", "limit_heap",
            # re-exported from export.arrays
            "checkerboard", "phases", "unphase", "strip_to_rgb"]
 

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distill import FINETUNE_CROPS
+
 
 PRUNE_TARGET = {"student-1k": 0.5, "student-2k": 1.5, "student-4k": 3.0}  # decoder kMAC/px
 # Self-distillation of the shipped weights, 300 steps, warm-up 20, cosine decay. Measured on the step-43,792
@@ -15,7 +17,7 @@ PRUNE_TARGET = {"student-1k": 0.5, "student-2k": 1.5, "student-4k": 3.0}  # deco
 # 256x256 crops (same pixels per step) at lr 2e-3 +10.4%, 5e-4 +0.7%, 1e-4 +0.9%. Weights trained on 256x256
 # crops lose their gain when fine-tuned on 128x128 ones (the hyper-latent is then a 2x2 grid).
 # The full profile keeps its own schedule.
-FINETUNE = {"quick": dict(steps=300, lr=5e-4, warmup=20, crop=256, batch=2), "full": {}}
+FINETUNE = {"quick": dict(steps=300, lr=5e-4, warmup=20, **FINETUNE_CROPS), "full": {}}
 # Pruning: recovery by distillation from the unpruned student. Measured on student-2k (1.953 -> 1.478 decoder
 # kMAC/px, BD-rate PSNR-YUV of pruned vs unpruned on the 14 evaluation images): one round of 300 steps at lr
 # 5e-4 +21%, 1e-3 +5.2%, 2e-3 -9.8%; 200 steps at 2e-4 +212%, at 1e-3 +18%; three rounds of 100 steps at
