@@ -20,8 +20,8 @@ import copy
 import torch
 
 from .positive import positive_copy
+from .tiling import BAND_Z
 
-BAND_Z = 8           # z rows per band (32 latent rows, 512 picture rows)
 _NETS = ("hyper_decoder_y", "hyper_decoder_uv", "context_y", "context_uv", "fusion_y", "fusion_uv")
 _CACHE: dict = {}
 

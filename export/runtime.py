@@ -31,19 +31,18 @@ import onnxruntime as ort
 from codec.bitstream import Bitstream, BitstreamError, unpack
 from codec.entropy import CdfTables, decode_indexed
 from codec.memory import TRIM_PIXELS, release_memory
-from codec.tiling import DEFAULT_TILE, Footprint, plan_tiles
+from codec.tiling import BAND_Z, DEFAULT_TILE, Footprint, plan_tiles
 
 from .arrays import checkerboard, phases, strip_to_rgb, unphase
 from .intfast import FastIntScaleDecoder
 from .intnp import IntScaleDecoder
 
-__all__ = ["MANIFEST", "FORMAT", "Z_BAND", "ExportError", "Decoded", "load_tables", "session_options", "OnnxDecoder",
+__all__ = ["MANIFEST", "FORMAT", "ExportError", "Decoded", "load_tables", "session_options", "OnnxDecoder",
            # re-exported from export.arrays
            "checkerboard", "phases", "unphase", "strip_to_rgb"]
 
 MANIFEST = "manifest.json"
 FORMAT = "lightcodec-onnx"
-Z_BAND = 8           # z rows per band of the integer scale decoder (512 picture rows each)
 
 
 class ExportError(ValueError):
@@ -175,11 +174,11 @@ class OnnxDecoder:
     # ---- integer part ------------------------------------------------------------------------
     def scale_index(self, z: np.ndarray) -> np.ndarray:
         """Integer scale index before the gains (M x 4h x 4w, int32) from z (Cz x h x w), in bands of
-        ``Z_BAND`` z rows with the layers' context around each (integers: exactly the whole-array result)."""
+        ``BAND_Z`` z rows with the layers' context around each (integers: exactly the whole-array result)."""
         hz = z.shape[1]
         out = None
-        for r0 in range(0, hz, Z_BAND):
-            r1 = min(hz, r0 + Z_BAND)
+        for r0 in range(0, hz, BAND_Z):
+            r1 = min(hz, r0 + BAND_Z)
             i0, i1 = max(0, r0 - self.z_halo), min(hz, r1 + self.z_halo)
             band = self.scale_decoder(z[:, i0:i1])
             if out is None:
