@@ -126,17 +126,15 @@ def _check_scale_decoder(model, path: Path, z: np.ndarray) -> None:
 
 
 def _int8(model, specs, out: Path, networks: dict, checks: dict, calib: int, log) -> None:
-    from .int8 import DEFAULT_RECIPE, RECIPES, calibration_crops, calibration_samples, quantize
+    from .int8 import calibration_crops, calibration_samples, quantize, recipe_for
 
     samples = calibration_samples(model, calibration_crops(calib))
     for name in INT8_NETS:
         path = quantize(out / f"{name}.onnx", out / f"{name}.int8.onnx", samples[name], name)
         onnx.checker.check_model(onnx.load(str(path)), full_check=True)
         err = max_abs_error(specs[name], path, checks[name])
-        method, keep_float = RECIPES.get(name, DEFAULT_RECIPE)
-        networks[name].update(int8=path.name, int8_max_abs_err=err, int8_recipe={
-            "format": "QDQ", "weights": "int8 per channel", "activations": "uint8 per tensor",
-            "calibration": method, "calibration_crops": calib, "float_nodes": list(keep_float)})
+        networks[name].update(int8=path.name, int8_max_abs_err=err,
+                              int8_recipe={**recipe_for(name).describe(), "calibration_crops": calib})
         log(f"{path.name:24s} {path.stat().st_size / 1024:9.1f} KiB  checker ok  INT8 vs torch max abs err {err:.2e}")
 
 

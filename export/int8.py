@@ -5,6 +5,7 @@ import contextlib
 import io
 import logging
 import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,27 @@ def calibration_samples(model, crops: list[np.ndarray], quiet: bool = False) -> 
     return samples
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How one network is quantised: calibration ``method`` ("minmax", "percentile" or "entropy"),
+    boundary nodes kept float (``keep_float``: "first" reads a graph input, "last" writes a graph output),
+    further ``float_nodes`` by name, and the activation type ("uint8", or "uint16": 16-bit activations
+    with int8 weights, which ORT writes as opset-21 QDQ; convolutions then run in float between the
+    Q/DQ pairs)."""
+
+    method: str = "minmax"
+    keep_float: tuple[str, ...] = ()
+    activations: str = "uint8"
+    float_nodes: tuple[str, ...] = ()
+    percentile: float = 99.99
+
+    def describe(self) -> dict:
+        """The recipe as the manifest records it."""
+        return {"format": "QDQ", "weights": "int8 per channel", "activations": f"{self.activations} per tensor",
+                "calibration": self.method + (f" {self.percentile}" if self.method == "percentile" else ""),
+                "float_nodes": list(self.keep_float) + list(self.float_nodes)}
+
+
 # Per network: calibration method and which boundary nodes stay float. Measured on student-2k (7.3k
 # steps) over 6 evaluation images, PSNR change of one INT8 network against all-FP32:
 #  - synthesis: MinMax -0.37 dB, Percentile 99.99 -0.23 dB, and keeping the nodes that read the latents
@@ -66,11 +88,29 @@ def calibration_samples(model, crops: list[np.ndarray], quiet: bool = False) -> 
 #    (fusion_y -0.14 -> -0.07 dB with the split first conv, see nets.Fusion); Percentile hurt fusion_uv;
 #  - hyper decoders and context: within +-0.02 dB with plain MinMax.
 RECIPES = {
-    "synthesis": ("percentile", ("first",)),
-    "fusion_y": ("minmax", ("last",)),
-    "fusion_uv": ("minmax", ("last",)),
+    "synthesis": Recipe("percentile", ("first",)),
+    "fusion_y": Recipe("minmax", ("last",)),
+    "fusion_uv": Recipe("minmax", ("last",)),
 }
-DEFAULT_RECIPE = ("minmax", ())
+DEFAULT_RECIPE = Recipe()
+
+# Alternatives that python -m export.sensitivity --candidates measures against each network's recipe.
+CANDIDATES = {
+    "uint16 activations": lambda r: replace(r, activations="uint16"),
+    "minmax": lambda r: replace(r, method="minmax"),
+    "percentile 99.99": lambda r: replace(r, method="percentile", percentile=99.99),
+    "entropy": lambda r: replace(r, method="entropy"),
+    "first+last float": lambda r: replace(r, keep_float=("first", "last")),
+}
+
+_METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+            "entropy": CalibrationMethod.Entropy}
+_TYPES = {"uint8": QuantType.QUInt8, "uint16": QuantType.QUInt16}
+
+
+def recipe_for(name: str) -> Recipe:
+    """The default recipe of the network ``name``."""
+    return RECIPES.get(name, DEFAULT_RECIPE)
 
 
 def boundary_nodes(model: onnx.ModelProto, which: tuple[str, ...]) -> list[str]:
@@ -81,25 +121,45 @@ def boundary_nodes(model: onnx.ModelProto, which: tuple[str, ...]) -> list[str]:
             if ("first" in which and set(n.input) & ins) or ("last" in which and set(n.output) & outs)]
 
 
-def quantize(fp32: Path, out: Path, samples: list[dict], name: str = "") -> Path:
-    """QDQ INT8 copy of ``fp32``: per-channel symmetric int8 weights, uint8 activations."""
-    method, keep_float = RECIPES.get(name, DEFAULT_RECIPE)
-    calib = ({"calibrate_method": CalibrationMethod.Percentile, "extra_options": {"CalibPercentile": 99.99}}
-             if method == "percentile" else {"calibrate_method": CalibrationMethod.MinMax})
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantiser logs advice at WARNING level on the root logger
-    try:
-        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-            pre = Path(tmp) / "pre.onnx"
-            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-            quantize_static(str(pre), str(out), _Reader(samples), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=boundary_nodes(onnx.load(str(pre)), keep_float), **calib)
-    finally:
-        root.setLevel(level)
+def preprocess(fp32: Path, out: Path) -> Path:
+    """ORT's quantisation pre-processing (shape inference, graph clean-up) of ``fp32`` into ``out``."""
+    with _quiet():
+        quant_pre_process(str(fp32), str(out), skip_symbolic_shape=True)
+    return out
+
+
+def quantize(fp32: Path, out: Path, samples: list[dict], name: str = "", recipe: Recipe | None = None,
+             only_nodes: list[str] | None = None, calib_cache: Path | None = None) -> Path:
+    """QDQ copy of ``fp32``: per-channel symmetric int8 weights, per-tensor activations, following
+    ``recipe`` (default: the network ``name``'s). ``only_nodes``: quantise just these nodes (names of the
+    pre-processed graph); ``calib_cache``: a JSON file of calibrated ranges, written on the first call and
+    read on later ones (it must match the recipe's method)."""
+    recipe = recipe or recipe_for(name)
+    calib = {"calibrate_method": _METHODS[recipe.method]}
+    if recipe.method == "percentile":
+        calib["extra_options"] = {"CalibPercentile": recipe.percentile}
+    with tempfile.TemporaryDirectory() as tmp, _quiet():
+        pre = preprocess(fp32, Path(tmp) / "pre.onnx")
+        exclude = boundary_nodes(onnx.load(str(pre)), recipe.keep_float) + list(recipe.float_nodes)
+        quantize_static(str(pre), str(out), _Reader(samples), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=_TYPES[recipe.activations], weight_type=QuantType.QInt8,
+                        nodes_to_quantize=only_nodes, nodes_to_exclude=exclude,
+                        calibration_cache_path=str(calib_cache) if calib_cache else None, **calib)
     _drop_unused_opsets(out)
     return out
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The quantiser logs advice at WARNING level on the root logger and prints progress: silence both."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
 
 
 def _drop_unused_opsets(path: Path) -> None:
