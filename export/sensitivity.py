@@ -1,7 +1,7 @@
 """INT8 sensitivity: the BD-rate cost of quantising one decoder network, or one layer, alone.
 
     python -m export.sensitivity --model SPEC [--images 4] [--qualities 0,2,3,5] [--calib 16]
-        [--layer-nets 2] [--candidates] [--out results/int8_sensitivity]
+        [--layer-nets 2] [--layers NET,..] [--layer-recipe LABEL] [--candidates [LABEL|..]] [--out results/int8_sensitivity]
 
 The evaluation pictures are encoded once by torch; the same bitstreams are then decoded by the ONNX
 decoder (export.runtime, 1 thread, whole picture) with every network FP32 (the anchor) and with one piece
@@ -25,7 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--qualities", default="0,2,3,5", help="rate points, comma separated (default 0,2,3,5)")
     p.add_argument("--calib", type=int, default=16, help="calibration crops (256x256, training set)")
     p.add_argument("--layer-nets", type=int, default=2, help="per-layer phase on this many worst networks (0: skip)")
-    p.add_argument("--candidates", action="store_true", help="also every candidate recipe of export.int8.CANDIDATES")
+    p.add_argument("--layers", default="", help="per-layer phase on these networks too (comma separated)")
+    p.add_argument("--layer-recipe", default="", help="per-layer phase with this candidate of export.int8.CANDIDATES "
+                   "applied to the network's recipe (default: the recipe itself)")
+    p.add_argument("--candidates", nargs="?", const="all", default="",
+                   help="also these candidate recipes of export.int8.CANDIDATES ('|' separated labels; bare: all)")
     p.add_argument("--out", default="results/int8_sensitivity", help="output path without suffix (.md and .json)")
     p.add_argument("--data", default=None, help="evaluation image folder (default data/eval)")
     p.add_argument("--work", default=None, help="keep the FP32 export and calibration caches here (default: a temporary folder)")
@@ -42,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(1)
         qualities = [int(q) for q in a.qualities.split(",") if q.strip()]
-        res = run_sensitivity(load_model(a.model), a.images, qualities, a.calib, a.layer_nets, a.candidates,
-                              data=a.data, progress=not a.quiet,
+        layers = [n for n in a.layers.split(",") if n]
+        cands = [] if not a.candidates else None if a.candidates == "all" else a.candidates.split("|")
+        res = run_sensitivity(load_model(a.model), a.images, qualities, a.calib, a.layer_nets, cands,
+                              layers=layers, layer_recipe=a.layer_recipe, data=a.data, progress=not a.quiet,
                               work=Path(a.work) if a.work else None)
         res["command"] = "python -m export.sensitivity " + " ".join(sys.argv[1:] if argv is None else argv)
         md = write_report(res, a.out)

@@ -62,12 +62,13 @@ def swapped(decoder, files: dict[str, Path]):
         decoder.sessions.update(saved)
 
 
-def bd_vs(anchor: list[dict], rows: list[dict]) -> tuple[float, float]:
-    """(BD-rate %, BD-PSNR-YUV dB) of ``rows`` against ``anchor`` (same bitstreams), mean over images."""
+def bd_vs(anchor: list[dict], rows: list[dict]) -> tuple[float, float, int]:
+    """(BD-rate %, BD-PSNR-YUV dB, images used) of ``rows`` against ``anchor`` (same bitstreams), mean over
+    the images whose two curves overlap (a curve that is no longer increasing loses points)."""
     from evaluation.bdrate import bd_summary
 
     s = bd_summary(anchor + rows, anchor[0]["codec"], rows[0]["codec"], "psnr_yuv")
-    return s["bd_rate"], s["bd_quality_db"]
+    return s["bd_rate"], s["bd_quality_db"], s["n_images"]
 
 
 def layer_nodes(fp32: Path, exclude: list[str]) -> list[tuple[str, str]]:
@@ -106,26 +107,33 @@ class Probe:
         t = time.perf_counter()
         with swapped(self.decoder, files):
             rows = decode_rows(self.decoder, self.streams, "test")
-        rate, db = bd_vs(self.anchor, rows)
+        rate, db, used = bd_vs(self.anchor, rows)
         for f in files.values():
             f.unlink(missing_ok=True)
-        return {"bd_rate": rate, "bd_psnr": db, "decode_s": time.perf_counter() - t,
+        return {"bd_rate": rate, "bd_psnr": db, "bd_images": used, "decode_s": time.perf_counter() - t,
                 "psnr_delta": float(np.mean([r["psnr_yuv"] - a["psnr_yuv"] for r, a in zip(rows, self.anchor)]))}
 
 
-def run_sensitivity(model, images: int, qualities: list[int], calib: int, layer_nets: int, candidates: bool,
-                    data: str | None = None, progress: bool = True, work: Path | None = None) -> dict:
-    """The measurement of ``python -m export.sensitivity``; returns the result dict (rows and settings)."""
+def run_sensitivity(model, images: int, qualities: list[int], calib: int, layer_nets: int, candidates: list[str] | None,
+                    layers: list[str] = (), layer_recipe: str = "", data: str | None = None, progress: bool = True,
+                    work: Path | None = None) -> dict:
+    """The measurement of ``python -m export.sensitivity``; returns the result dict (rows and settings).
+
+    Per-layer phase on the ``layer_nets`` worst networks and on ``layers``, each node quantised with the
+    network's recipe, or with the candidate ``layer_recipe`` (export.int8.CANDIDATES) applied to it.
+    ``candidates``: labels of export.int8.CANDIDATES to measure on each network alone and on all at once
+    (None: all of them)."""
     from tqdm import tqdm
 
     from evaluation.machine import machine
     from photos import eval_images
 
     from .cache import cached_export
-    from .int8 import CANDIDATES, boundary_nodes, calibration_crops, calibration_samples, preprocess, recipe_for
+    from .int8 import CANDIDATES, calibration_crops, calibration_samples, float_nodes, preprocess, recipe_for
     from .nets import DECODER_NETS
 
     t0 = time.perf_counter()
+    ort.set_default_logger_severity(3)   # the synthesis's crop bounds are initializers and inputs, on purpose
     paths = eval_images(data)
     if images and images < len(paths):
         paths = [paths[round(i * (len(paths) - 1) / max(images - 1, 1))] for i in range(images)]
@@ -149,21 +157,29 @@ def run_sensitivity(model, images: int, qualities: list[int], calib: int, layer_
         for net in DECODER_NETS:
             add("network", net, "", "", "default", {net: probe.quantized(net)})
         add("all", "all", "", "", "default", {n: probe.quantized(n) for n in DECODER_NETS})
-        if candidates:
-            bar.total += len(DECODER_NETS) * len(CANDIDATES)
+        labels = list(CANDIDATES) if candidates is None else candidates
+        unknown = [c for c in labels if c not in CANDIDATES]
+        if unknown:
+            raise ValueError(f"unknown candidate {unknown}; known: {' | '.join(CANDIDATES)}")
+        bar.total += (len(DECODER_NETS) + 1) * len(labels)
+        for label in labels:
             for net in DECODER_NETS:
-                for label, make in CANDIDATES.items():
-                    add("candidate", net, "", "", label, {net: probe.quantized(net, make(recipe_for(net)))})
+                add("candidate", net, "", "", label, {net: probe.quantized(net, CANDIDATES[label](net))})
+            add("candidate all", "all", "", "", label, {n: probe.quantized(n, CANDIDATES[label](n)) for n in DECODER_NETS})
+        unknown = [n for n in layers if n not in DECODER_NETS]
+        if unknown or (layer_recipe and layer_recipe not in CANDIDATES):
+            raise ValueError(f"unknown network {unknown} or layer recipe {layer_recipe!r}")
         worst = sorted((r for r in rows if r["scope"] == "network"), key=lambda r: -r["bd_rate"])[:layer_nets]
-        for r in worst:
-            net = r["network"]
-            rec = recipe_for(net)
+        for net in dict.fromkeys([r["network"] for r in worst] + list(layers)):
+            rec = CANDIDATES[layer_recipe](net) if layer_recipe else recipe_for(net)
+            if not rec.enabled:       # a network the recipe keeps FP32 has no quantised layer to probe
+                continue
             with tempfile.TemporaryDirectory() as t2:
                 pre = onnx.load(str(preprocess(onnx_dir / f"{net}.onnx", Path(t2) / "pre.onnx")))
-            nodes = layer_nodes(onnx_dir / f"{net}.onnx", boundary_nodes(pre, rec.keep_float) + list(rec.float_nodes))
+            nodes = layer_nodes(onnx_dir / f"{net}.onnx", float_nodes(pre, rec))
             bar.total += len(nodes)
             for node, op in nodes:
-                add("layer", net, node, op, "default", {net: probe.quantized(net, rec, [node])})
+                add("layer", net, node, op, layer_recipe or "default", {net: probe.quantized(net, rec, [node])})
         bar.close()
     return {"model": model.name, "machine": machine(), "date": datetime.date.today().isoformat(),
             "images": [p.name for p in paths], "qualities": qualities, "calibration_crops": calib,
@@ -183,19 +199,21 @@ def write_report(res: dict, out: str | Path) -> Path:
              f"{', '.join(map(str, res['qualities']))} = {n} torch-encoded bitstreams, decoded by the ONNX decoder "
              f"(1 thread) with one piece quantised (export.int8, {res['calibration_crops']} calibration crops) and "
              "everything else FP32. BD-rate / BD-PSNR (PSNR-YUV) against the all-FP32 ONNX decode of the same "
-             "bitstreams (same bytes, so only the reconstruction differs); mean PSNR change over the bitstreams. "
+             "bitstreams (same bytes, so only the reconstruction differs), averaged over the images whose curves "
+             "still overlap (BD images); mean PSNR change over all the bitstreams. "
              "A screening figure on few pictures, not the evaluation-set figure.", ""]
     for scope, title in (("network", "One network quantised (its recipe), the others FP32"),
                          ("all", "Every decoder network quantised"),
-                         ("candidate", "Candidate recipes, one network at a time"),
+                         ("candidate", "Candidate recipes (export.int8.CANDIDATES), one network at a time"),
+                         ("candidate all", "Candidate recipes on every network at once"),
                          ("layer", "One node quantised (weights and activations), everything else FP32")):
         sel = sorted((r for r in res["rows"] if r["scope"] == scope), key=lambda r: -r["bd_rate"])
         if not sel:
             continue
-        lines += [f"## {title}", "", "| network | node | op | recipe | BD-rate | BD-PSNR dB | mean dPSNR dB |",
-                  "|---|---|---|---|---:|---:|---:|"]
+        lines += [f"## {title}", "", "| network | node | op | recipe | BD-rate | BD-PSNR dB | BD images | mean dPSNR dB |",
+                  "|---|---|---|---|---:|---:|---:|---:|"]
         lines += [f"| {r['network']} | {r['node']} | {r['op']} | {r['recipe']} | {r['bd_rate']:+.2f}% | "
-                  f"{r['bd_psnr']:+.3f} | {r['psnr_delta']:+.3f} |" for r in sel]
+                  f"{r['bd_psnr']:+.3f} | {r.get('bd_images', '')} | {r['psnr_delta']:+.3f} |" for r in sel]
         lines.append("")
     md = out.with_suffix(".md")
     md.write_text("\n".join(lines))
