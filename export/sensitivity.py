@@ -14,6 +14,7 @@ alternative recipes of export.int8.CANDIDATES per network. Writes OUT.md and OUT
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="also these candidate recipes of export.int8.CANDIDATES ('|' separated labels; bare: all)")
     p.add_argument("--out", default="results/int8_sensitivity", help="output path without suffix (.md and .json)")
     p.add_argument("--data", default=None, help="evaluation image folder (default data/eval)")
-    p.add_argument("--work", default=None, help="keep the FP32 export and calibration caches here (default: a temporary folder)")
+    p.add_argument("--work", default=None, help="keep the FP32 export and calibration caches here (default: runs/onnx-cache and a temporary folder)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     a = p.parse_args(argv)
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         res = run_sensitivity(load_model(a.model), a.images, qualities, a.calib, a.layer_nets, cands,
                               layers=layers, layer_recipe=a.layer_recipe, data=a.data, progress=not a.quiet,
                               work=Path(a.work) if a.work else None)
-        res["command"] = "python -m export.sensitivity " + " ".join(sys.argv[1:] if argv is None else argv)
+        res["command"] = "python -m export.sensitivity " + shlex.join(sys.argv[1:] if argv is None else argv)
         md = write_report(res, a.out)
         print(f"{md} written")
     except (ValueError, OSError, KeyError, RuntimeError) as e:

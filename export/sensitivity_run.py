@@ -143,7 +143,7 @@ def run_sensitivity(model, images: int, qualities: list[int], calib: int, layer_
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(work or tmp)
         tmp.mkdir(parents=True, exist_ok=True)
-        onnx_dir = cached_export(model, int8=False, cache=tmp / "onnx")
+        onnx_dir = cached_export(model, int8=False, cache=Path(work) / "onnx" if work else None)  # default: runs/onnx-cache
         samples = calibration_samples(model, calibration_crops(calib), quiet=not progress)
         probe = Probe(model, onnx_dir, screening_streams(model, paths, qualities, progress), samples, tmp)
         rows = []
@@ -182,7 +182,7 @@ def run_sensitivity(model, images: int, qualities: list[int], calib: int, layer_
                 add("layer", net, node, op, layer_recipe or "default", {net: probe.quantized(net, rec, [node])})
         bar.close()
     return {"model": model.name, "machine": machine(), "date": datetime.date.today().isoformat(),
-            "images": [p.name for p in paths], "qualities": qualities, "calibration_crops": calib,
+            "images": [p.name for p in paths], "whole_set": len(paths) == len(eval_images(data)), "qualities": qualities, "calibration_crops": calib,
             "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
 
 
@@ -192,16 +192,18 @@ def write_report(res: dict, out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=1))
     n = len(res["images"]) * len(res["qualities"])
+    which = "Evaluation set" if res.get("whole_set") else "Screening set"
+    caveat = ("" if res.get("whole_set") else
+              "A screening figure on few pictures, not the evaluation-set figure.")
     lines = [f"# INT8 sensitivity: {res['model']}", "",
              f"Made by `{res.get('command', 'python -m export.sensitivity')}` on {res['date']} ({res['seconds']:.0f} s); "
              f"machine: {res['machine']}.", "",
-             f"Screening set: {len(res['images'])} evaluation images ({', '.join(res['images'])}) x rate points "
+             f"{which}: {len(res['images'])} evaluation images ({', '.join(res['images'])}) x rate points "
              f"{', '.join(map(str, res['qualities']))} = {n} torch-encoded bitstreams, decoded by the ONNX decoder "
              f"(1 thread) with one piece quantised (export.int8, {res['calibration_crops']} calibration crops) and "
              "everything else FP32. BD-rate / BD-PSNR (PSNR-YUV) against the all-FP32 ONNX decode of the same "
              "bitstreams (same bytes, so only the reconstruction differs), averaged over the images whose curves "
-             "still overlap (BD images); mean PSNR change over all the bitstreams. "
-             "A screening figure on few pictures, not the evaluation-set figure.", ""]
+             f"still overlap (BD images); mean PSNR change over all the bitstreams. {caveat}".rstrip(), ""]
     for scope, title in (("network", "One network quantised (its recipe), the others FP32"),
                          ("all", "Every decoder network quantised"),
                          ("candidate", "Candidate recipes (export.int8.CANDIDATES), one network at a time"),
