@@ -7,7 +7,7 @@ import io
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +84,8 @@ class Recipe:
         """The recipe as the manifest records it."""
         if not self.enabled:
             return {"format": "FP32 (not quantised)"}
-        return {"format": "QDQ", "weights": f"{self.weights} per channel", "activations": f"{self.activations} per tensor",
+        return {"format": "QDQ", "weights": f"{self.weights} per channel",
+                "activations": f"{self.activations} per tensor",
                 "calibration": self.method + (f" {self.percentile}" if self.method == "percentile" else ""),
                 "float_nodes": list(self.keep_float) + list(self.float_nodes), "float_ops": list(self.float_ops),
                 "range_margin": self.margin}

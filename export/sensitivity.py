@@ -1,7 +1,8 @@
 """INT8 sensitivity: the BD-rate cost of quantising one decoder network, or one layer, alone.
 
     python -m export.sensitivity --model SPEC [--images 4] [--qualities 0,2,3,5] [--calib 16]
-        [--layer-nets 2] [--layers NET,..] [--layer-recipe LABEL] [--candidates [LABEL|..]] [--out results/int8_sensitivity]
+        [--layer-nets 2] [--layers NET,..] [--layer-recipe LABEL] [--candidates [LABEL|..]]
+        [--out results/int8_sensitivity]
 
 The evaluation pictures are encoded once by torch; the same bitstreams are then decoded by the ONNX
 decoder (export.runtime, 1 thread, whole picture) with every network FP32 (the anchor) and with one piece
@@ -20,9 +21,11 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.sensitivity", description="INT8 sensitivity per network and layer.")
+    p = argparse.ArgumentParser(prog="python -m export.sensitivity",
+                                description="INT8 sensitivity per network and layer.")
     p.add_argument("--model", required=True, help="preset name (shipped weights) or .safetensors path")
-    p.add_argument("--images", type=int, default=4, help="evaluation images, evenly spaced over the sorted set (0: all)")
+    p.add_argument("--images", type=int, default=4,
+                   help="evaluation images, evenly spaced over the sorted set (0: all)")
     p.add_argument("--qualities", default="0,2,3,5", help="rate points, comma separated (default 0,2,3,5)")
     p.add_argument("--calib", type=int, default=16, help="calibration crops (256x256, training set)")
     p.add_argument("--layer-nets", type=int, default=2, help="per-layer phase on this many worst networks (0: skip)")
@@ -33,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="also these candidate recipes of export.int8.CANDIDATES ('|' separated labels; bare: all)")
     p.add_argument("--out", default="results/int8_sensitivity", help="output path without suffix (.md and .json)")
     p.add_argument("--data", default=None, help="evaluation image folder (default data/eval)")
-    p.add_argument("--work", default=None, help="keep the FP32 export and calibration caches here (default: runs/onnx-cache and a temporary folder)")
+    p.add_argument("--work", default=None, help="keep the FP32 export and calibration caches here "
+                   "(default: runs/onnx-cache and a temporary folder)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     a = p.parse_args(argv)
 

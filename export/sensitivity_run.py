@@ -143,7 +143,8 @@ def run_sensitivity(model, images: int, qualities: list[int], calib: int, layer_
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(work or tmp)
         tmp.mkdir(parents=True, exist_ok=True)
-        onnx_dir = cached_export(model, int8=False, cache=Path(work) / "onnx" if work else None)  # default: runs/onnx-cache
+        # (default: runs/onnx-cache, shared with the benchmarks)
+        onnx_dir = cached_export(model, int8=False, cache=Path(work) / "onnx" if work else None)
         samples = calibration_samples(model, calibration_crops(calib), quiet=not progress)
         probe = Probe(model, onnx_dir, screening_streams(model, paths, qualities, progress), samples, tmp)
         rows = []
@@ -165,7 +166,8 @@ def run_sensitivity(model, images: int, qualities: list[int], calib: int, layer_
         for label in labels:
             for net in DECODER_NETS:
                 add("candidate", net, "", "", label, {net: probe.quantized(net, CANDIDATES[label](net))})
-            add("candidate all", "all", "", "", label, {n: probe.quantized(n, CANDIDATES[label](n)) for n in DECODER_NETS})
+            add("candidate all", "all", "", "", label,
+                {n: probe.quantized(n, CANDIDATES[label](n)) for n in DECODER_NETS})
         unknown = [n for n in layers if n not in DECODER_NETS]
         if unknown or (layer_recipe and layer_recipe not in CANDIDATES):
             raise ValueError(f"unknown network {unknown} or layer recipe {layer_recipe!r}")
@@ -182,7 +184,8 @@ def run_sensitivity(model, images: int, qualities: list[int], calib: int, layer_
                 add("layer", net, node, op, layer_recipe or "default", {net: probe.quantized(net, rec, [node])})
         bar.close()
     return {"model": model.name, "machine": machine(), "date": datetime.date.today().isoformat(),
-            "images": [p.name for p in paths], "whole_set": len(paths) == len(eval_images(data)), "qualities": qualities, "calibration_crops": calib,
+            "images": [p.name for p in paths], "whole_set": len(paths) == len(eval_images(data)),
+            "qualities": qualities, "calibration_crops": calib,
             "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
 
 
@@ -196,7 +199,8 @@ def write_report(res: dict, out: str | Path) -> Path:
     caveat = ("" if res.get("whole_set") else
               "A screening figure on few pictures, not the evaluation-set figure.")
     lines = [f"# INT8 sensitivity: {res['model']}", "",
-             f"Made by `{res.get('command', 'python -m export.sensitivity')}` on {res['date']} ({res['seconds']:.0f} s); "
+             f"Made by `{res.get('command', 'python -m export.sensitivity')}` on {res['date']} "
+             f"({res['seconds']:.0f} s); "
              f"machine: {res['machine']}.", "",
              f"{which}: {len(res['images'])} evaluation images ({', '.join(res['images'])}) x rate points "
              f"{', '.join(map(str, res['qualities']))} = {n} torch-encoded bitstreams, decoded by the ONNX decoder "
@@ -212,7 +216,8 @@ def write_report(res: dict, out: str | Path) -> Path:
         sel = sorted((r for r in res["rows"] if r["scope"] == scope), key=lambda r: -r["bd_rate"])
         if not sel:
             continue
-        lines += [f"## {title}", "", "| network | node | op | recipe | BD-rate | BD-PSNR dB | BD images | mean dPSNR dB |",
+        lines += [f"## {title}", "",
+                  "| network | node | op | recipe | BD-rate | BD-PSNR dB | BD images | mean dPSNR dB |",
                   "|---|---|---|---|---:|---:|---:|---:|"]
         lines += [f"| {r['network']} | {r['node']} | {r['op']} | {r['recipe']} | {r['bd_rate']:+.2f}% | "
                   f"{r['bd_psnr']:+.3f} | {r.get('bd_images', '')} | {r['psnr_delta']:+.3f} |" for r in sel]
