@@ -99,7 +99,9 @@ def export_model(model, out: str | Path, int8: bool = False, calib: int = 16, or
     _check_scale_decoder(model, out / "scale_decoder.npz", checks["hyper_decoder_y"][0]["z"])
     log("scale_decoder.npz, cdf_z.npz, cdf_residual.npz, rate.npz written; numpy scale decoder == torch (exact)")
     if int8:
+        from .int8 import RECIPES_REVISION
         _int8(model, specs, out, networks, checks, calib, log)
+        manifest["int8_revision"] = RECIPES_REVISION
     files = [n[k] for n in networks.values() for k in ("file", "int8") if n.get(k)]
     manifest["ort_format"] = _ort_format(out, files, log) if ort_format else None
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
@@ -126,18 +128,17 @@ def _check_scale_decoder(model, path: Path, z: np.ndarray) -> None:
 
 
 def _int8(model, specs, out: Path, networks: dict, checks: dict, calib: int, log) -> None:
-    from .int8 import DEFAULT_RECIPE, RECIPES, calibration_crops, calibration_samples, quantize
+    from .int8 import calibration_crops, calibration_samples, quantize, recipe_for
 
     samples = calibration_samples(model, calibration_crops(calib))
     for name in INT8_NETS:
         path = quantize(out / f"{name}.onnx", out / f"{name}.int8.onnx", samples[name], name)
         onnx.checker.check_model(onnx.load(str(path)), full_check=True)
         err = max_abs_error(specs[name], path, checks[name])
-        method, keep_float = RECIPES.get(name, DEFAULT_RECIPE)
-        networks[name].update(int8=path.name, int8_max_abs_err=err, int8_recipe={
-            "format": "QDQ", "weights": "int8 per channel", "activations": "uint8 per tensor",
-            "calibration": method, "calibration_crops": calib, "float_nodes": list(keep_float)})
-        log(f"{path.name:24s} {path.stat().st_size / 1024:9.1f} KiB  checker ok  INT8 vs torch max abs err {err:.2e}")
+        networks[name].update(int8=path.name, int8_max_abs_err=err,
+                              int8_recipe={**recipe_for(name).describe(), "calibration_crops": calib})
+        kind = "INT8" if recipe_for(name).enabled else "FP32 copy (recipe keeps it float)"
+        log(f"{path.name:24s} {path.stat().st_size / 1024:9.1f} KiB  checker ok  {kind} vs torch max abs err {err:.2e}")
 
 
 def _ort_format(out: Path, files: list[str], log) -> dict | None:

@@ -33,7 +33,7 @@ from codec.model import Synthesis
 from codec.paths import RUNS_DIR
 from student.blocks import DSBlock
 
-from .int8 import DEFAULT_RECIPE, RECIPES
+from .int8 import recipe_for
 from .nets import DECODER_NETS
 
 W_QMIN, W_QMAX = -127, 127     # ORT's symmetric int8 weight range
@@ -164,7 +164,7 @@ def attach(model) -> QATHandle:
     examples = _example_inputs(model)
     for name, mods in MODULES.items():
         net = Synthesis(model) if name == "synthesis" else model.get_submodule(mods[0])
-        _, keep_float = RECIPES.get(name, DEFAULT_RECIPE)
+        keep_float = recipe_for(name).keep_float
         first, last = _boundary(net, examples[name])
         skip = (first if "first" in keep_float else set()) | (last if "last" in keep_float else set())
         split_first, splits = None, None

@@ -38,6 +38,7 @@ from .intfast import FastIntScaleDecoder
 from .intnp import IntScaleDecoder
 
 __all__ = ["MANIFEST", "FORMAT", "ExportError", "Decoded", "load_tables", "session_options", "OnnxDecoder",
+           "wide_activations",
            # re-exported from export.arrays
            "checkerboard", "phases", "unphase", "strip_to_rgb"]
 
@@ -86,6 +87,11 @@ def session_options(threads: int = 1, spin: bool = False, arena: bool = True) ->
     return so
 
 
+def wide_activations(recipe: dict | None) -> bool:
+    """Whether an INT8 network's manifest recipe (export.int8.Recipe.describe) has 16-bit activations."""
+    return bool(recipe) and str(recipe.get("activations", "")).startswith(("uint16", "int16"))
+
+
 class OnnxDecoder:
     """Decoder for one exported model; ``int8`` picks the quantised networks where they exist, ``threads``
     sets ORT's intra-op threads, ``spin`` lets idle ORT threads busy-wait (faster on an idle CPU) and
@@ -123,6 +129,10 @@ class OnnxDecoder:
             # One session per network for the decoder's life. The latent-grid networks run once per
             # picture and return their memory at once; the synthesis keeps its arena for the next tile.
             so = session_options(threads, spin, arena=name == "synthesis")
+            if file == net.get("int8") and wide_activations(net.get("int8_recipe")):
+                # 16-bit QDQ has no integer kernels on the CPU provider: let ORT fold the weights'
+                # DequantizeLinear into float constants instead of dequantising them at every run.
+                so.add_session_config_entry("session.disable_quant_qdq", "1")
             try:
                 self.sessions[name] = ort.InferenceSession(str(self._file(file)), so,
                                                            providers=["CPUExecutionProvider"])
