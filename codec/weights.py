@@ -53,6 +53,19 @@ def save_weights(model, path: str | Path, half: bool = True, meta: dict | None =
     return path
 
 
+def fit_entropy_tables(model, state_dict: dict) -> None:
+    """Resize ``model``'s entropy-model tables (quantised CDFs, offsets, lengths) to the shapes in
+    ``state_dict``, so that it loads tables that were rebuilt at another size since ``model``'s were made
+    (compressai resizes only empty tables, e.g. when a run started from shipped weights resumes)."""
+    from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+    from compressai.models.utils import update_registered_buffers
+
+    for name, module in model.named_modules():
+        if isinstance(module, (EntropyBottleneck, GaussianConditional)):
+            names = [b for b in ("_quantized_cdf", "_offset", "_cdf_length") if f"{name}.{b}" in state_dict]
+            update_registered_buffers(module, name, names, state_dict, policy="resize")
+
+
 def load_weights(model, path: str | Path, partial: bool = False):
     """Load safetensors weights into ``model`` (floats converted to the model's dtype); returns model.
 

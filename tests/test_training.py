@@ -1,4 +1,4 @@
-"""The training loop under interruption: SIGTERM ends a run with a checkpoint it resumes from."""
+"""The training loop under interruption: SIGTERM or Ctrl-C ends a run with a checkpoint it resumes from."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_at_a_step_boundary_with_a_checkpoint(tmp_path, sig):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "distill", "--student", "student-1k", "--no-kd", "--steps", "100000",
            "--threads", "1", "--run-dir", str(run), "--quiet"]
@@ -21,7 +24,7 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
     while (not log.is_file() or len(log.read_text().splitlines()) < 2) and time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read()
         time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
@@ -86,3 +89,22 @@ def test_gain_vectors_have_their_own_learning_rate_and_old_optimiser_states_stil
     fresh._load_opt(old.state_dict())
     p = fresh.model.gain_steps
     assert torch.equal(fresh.opt.state[p]["exp_avg"], old.state[trainer.model.gain_steps]["exp_avg"])
+
+
+def test_resume_loads_entropy_tables_of_another_size():
+    """A run started from shipped weights rebuilds its entropy tables at another size; its checkpoint must
+    still load into a model that holds the shipped tables (the resume of an ``--init`` run)."""
+    import torch
+
+    from codec.registry import create_model
+    from codec.weights import fit_entropy_tables
+
+    model = create_model("student-1k")
+    model.update(force=True)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    key = "entropy_bottleneck._quantized_cdf"
+    cdf = state[key]
+    state[key] = torch.cat([cdf, cdf[:, -1:].expand(-1, 5)], dim=1)   # a table 5 columns wider
+    fit_entropy_tables(model, state)
+    model.load_state_dict(state)
+    assert torch.equal(model.entropy_bottleneck._quantized_cdf, state[key])

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from codec.color import rgb_to_yuv420
+from codec.weights import fit_entropy_tables
 
 from .checkpoints import (CheckpointError, atomic_save, first_line, checkpoint_train_seconds, export_trained,
                           load_checkpoint)
@@ -208,6 +209,7 @@ class Trainer:
             return False
         s = load_checkpoint(self.ckpt)
         try:
+            fit_entropy_tables(self.model, s["model"])
             self.model.load_state_dict(s["model"])
             self._load_opt(s["opt"])
             self.aux_opt.load_state_dict(s["aux_opt"])
@@ -268,10 +270,12 @@ class Trainer:
         last_snap, s0 = time.time(), self.train_s
         gen = torch.Generator().manual_seed(cfg.seed + self.step + 7919 * self.rank)
         acc = {"loss": 0.0, "bpp": 0.0, "psnr_yuv": 0.0, "n": 0}
-        # SIGTERM (kill, a scheduler's pre-emption) ends the run at the next step boundary, checkpointed.
+        # SIGTERM (kill, a scheduler's pre-emption) and SIGINT (Ctrl-C) end the run at the next step
+        # boundary, checkpointed and snapshotted, instead of a traceback that loses the steps since the last
+        # checkpoint.
         self.interrupted = False
         on_main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, self._stop) if on_main else None
+        previous = {s: signal.signal(s, self._stop) for s in (signal.SIGTERM, signal.SIGINT)} if on_main else {}
         for rgb in self._batches():
             if self.step >= cfg.steps or self.interrupted or (cfg.max_seconds and time.time() - t0 > cfg.max_seconds):
                 break
@@ -331,8 +335,8 @@ class Trainer:
                 last_ckpt = time.time()
         bar.close()
         logf.close()
-        if on_main:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         self.save()
         if cfg.snapshot_every_s:
             self.snapshot()
