@@ -20,7 +20,7 @@ import copy
 import torch
 
 from .positive import positive_copy
-from .tiling import BAND_Z
+from .memory import BAND_Z
 
 _NETS = ("hyper_decoder_y", "hyper_decoder_uv", "context_y", "context_uv", "fusion_y", "fusion_uv")
 _CACHE: dict = {}

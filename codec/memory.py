@@ -10,6 +10,8 @@ import functools
 import os
 
 TRIM_PIXELS = 1 << 22  # pictures from 4 Mpixel on hand freed memory back between stages
+BAND_Z = 8              # z rows per band of the latent-grid networks and of the integer scale decoder
+                        # (32 latent rows, 512 picture rows), in both decoders
 
 
 @functools.lru_cache(maxsize=None)

@@ -43,8 +43,6 @@ import numpy as np
 LUMA_SCALE, CHROMA_SCALE = 16, 8      # output pixels per latent cell (luma plane, 4:2:0 chroma plane)
 DEFAULT_TILE = 512                    # output pixels per tile side (see docs/deployment.md, "Memory")
 RGB_ROWS = 128                        # picture rows converted to 8-bit RGB at a time (torch decoder)
-BAND_Z = 8                            # z rows per band of the latent-grid networks and of the integer
-                                      # scale decoder (32 latent rows, 512 picture rows), both decoders
 
 
 @dataclass(frozen=True)

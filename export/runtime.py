@@ -30,8 +30,8 @@ import onnxruntime as ort
 # decoder (which has no bounds checks) in a helper process, so a crafted stream ends in a one-line error.
 from codec.bitstream import Bitstream, BitstreamError, unpack
 from codec.entropy import CdfTables, decode_indexed
-from codec.memory import TRIM_PIXELS, release_memory
-from codec.tiling import BAND_Z, DEFAULT_TILE, Footprint, plan_tiles
+from codec.memory import BAND_Z, TRIM_PIXELS, release_memory
+from codec.tiling import DEFAULT_TILE, Footprint, plan_tiles
 
 from .arrays import checkerboard, phases, strip_to_rgb, unphase
 from .intfast import FastIntScaleDecoder
