@@ -15,7 +15,9 @@ import onnx
 import torch
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quantize_static)
-from onnxruntime.quantization.calibrate import TensorData, TensorsData, load_tensors_data, save_tensors_data
+from onnxruntime.quantization.calibrate import (TensorData, TensorsData, create_calibrator, load_tensors_data,
+                                                save_tensors_data)
+from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from tqdm import tqdm
 
@@ -211,13 +213,24 @@ def quantize(fp32: Path, out: Path, samples: list[dict], name: str = "", recipe:
         if recipe.margin != 1.0:
             calib_cache = Path(calib_cache or Path(tmp) / "calib.json")
             if not calib_cache.is_file():
-                run(calibration_cache_path=str(calib_cache))     # calibrates and writes the cache
+                _calibrate(pre, samples, recipe, calib_cache, tmp)
             run = functools.partial(run, calibration_cache_path=str(_widened(calib_cache, recipe.margin, tmp)))
         else:
             run = functools.partial(run, calibration_cache_path=str(calib_cache) if calib_cache else None)
         run()
     _drop_unused_opsets(out)
     return out
+
+
+def _calibrate(pre: Path, samples: list[dict], recipe: Recipe, cache: Path, tmp: str) -> None:
+    """Write the ranges ``quantize_static`` would calibrate on ``pre`` to ``cache``, without quantising
+    (a widened recipe needs them before its one quantisation). Same calibrator, same operator types."""
+    options = {"percentile": recipe.percentile} if recipe.method == "percentile" else {}
+    calibrator = create_calibrator(pre, list(set(QLinearOpsRegistry) | set(QDQRegistry)),
+                                   augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                   calibrate_method=_METHODS[recipe.method], extra_options=options)
+    calibrator.collect_data(_Reader(samples))
+    save_tensors_data(calibrator.compute_data(), cache)
 
 
 def _widened(cache: Path, margin: float, tmp: str) -> Path:

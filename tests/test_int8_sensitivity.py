@@ -58,3 +58,32 @@ def test_sensitivity_command_writes_tables(student_path, tmp_path):
     md = out.with_suffix(".md").read_text()
     assert "python -m export.sensitivity" in md and res["machine"] in md and "1 evaluation images (crop.png)" in md
     assert "| context_y |" in md and "| all |" in md
+
+
+def test_widened_recipe_calibrates_as_quantize_static_does(student_path, tmp_path):
+    """A widened recipe calibrates once, without a throw-away quantisation: same ranges as ORT's own."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    from codec.weights import load_model
+    from export.int8 import (_METHODS, _TYPES, Recipe, _calibrate, _Reader, calibration_crops,
+                             calibration_samples, preprocess, quantize)
+    from export.nets import build_specs
+    from export.to_onnx import export_net
+
+    model = load_model(str(student_path))
+    samples = calibration_samples(model, calibration_crops(2, 128), quiet=True)["fusion_y"]
+    pre = preprocess(export_net(build_specs(model)["fusion_y"], tmp_path / "f.onnx"), tmp_path / "pre.onnx")
+    ort_cache, ours = tmp_path / "ort.json", tmp_path / "ours.json"
+    quantize_static(str(pre), str(tmp_path / "q.onnx"), _Reader(samples), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=_TYPES["uint16"], calibrate_method=_METHODS["minmax"],
+                    calibration_cache_path=str(ort_cache))
+    _calibrate(pre, samples, Recipe("minmax", (), "uint16"), ours, str(tmp_path))
+    a, b = load_tensors_data(ort_cache).data, load_tensors_data(ours).data
+    assert a and set(a) == set(b)
+    for k in a:
+        assert all((x == y).all() for x, y in zip(a[k].range_value, b[k].range_value)), k
+    cache = tmp_path / "cache.json"
+    quantize(tmp_path / "f.onnx", tmp_path / "wide.onnx", samples, recipe=Recipe("minmax", (), "uint16", margin=4.0),
+             calib_cache=cache)
+    assert cache.is_file() and (tmp_path / "wide.onnx").is_file()
