@@ -5,22 +5,26 @@
 
 While the networks the INT8 decoder runs (hyper decoders, context, fusion, synthesis) are fine-tuned with
 the rate-distortion loss, every convolution that ORT's QDQ quantiser will quantise (``export.int8``:
-every one except the recipe's float boundary nodes) sees its weights fake-quantised as ORT quantises
-them (symmetric int8 per output channel, scale = max|w| / 127; fusion's first convolution per input, as
-``export.nets.Fusion`` splits it) and its input and output activations fake-quantised per tensor in uint8
-(asymmetric, min/max ranges), with straight-through gradients (torch.ao.quantization); so are the other
+every one except the recipe's float boundary nodes and operator types) sees its weights fake-quantised as
+ORT quantises them (symmetric per output channel in the recipe's weight type, scale = max|w| / 127 for int8;
+fusion's first convolution per input, as ``export.nets.Fusion`` splits it) and its input and output
+activations fake-quantised per tensor in the recipe's activation type (uint8 or uint16, asymmetric, min/max
+ranges), with straight-through gradients (torch.ao.quantization); networks the recipe keeps FP32 train
+unquantised. The recipe is ``export.int8.recipe_for`` (names in ``float_nodes`` are ONNX node names with no
+torch counterpart here; the shipped recipes use none). So are the other
 tensors ORT quantises: activation outputs (Hardswish as x * HardSigmoid(x), both quantised) and the
 residual blocks' sums. The ranges come from the calibration ORT's quantiser uses (``export.int8``: training
 crops through the coding path, rate points cycled) and stay fixed while training. Observed during development with one-off
 scripts (indicative, not a repo command; `make deploy` gives the measured INT8/QAT figures), on student-2k (3
 evaluation images, rate points 1, 3, 5), PSNR-YUV change of the torch fake-quantised decoder against FP32: -0.68 dB, where ORT's INT8
 export loses -0.82 dB (per network the two agree within 0.07 dB; synthesis differs most); after 300 QAT
-steps -0.57 and -0.71 dB. Moving-average ranges (torch's QAT default) gave -2.6 dB observed on the
+steps -0.57 and -0.71 dB (all on the previous, uint8 recipe). Moving-average ranges (torch's QAT default) gave -2.6 dB observed on the
 training pass and -8.4 dB on the coding path, and fine-tuning under them did not carry over to ORT.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -36,7 +40,9 @@ from student.blocks import DSBlock
 from .int8 import recipe_for
 from .nets import DECODER_NETS
 
-W_QMIN, W_QMAX = -127, 127     # ORT's symmetric int8 weight range
+W_QMAX = {"int8": 127, "int16": 32767}     # ORT's symmetric weight ranges (-qmax..qmax)
+A_QMAX = {"uint8": (255, torch.quint8), "uint16": (65535, torch.int32)}
+FLOAT_OPS = {"Conv": nn.Conv2d, "ConvTranspose": nn.ConvTranspose2d}   # ONNX operator -> torch module
 CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 # Layers whose output ORT's QDQ quantiser quantises too: activations, and the residual blocks' Add.
 OUTPUTS = (nn.Hardswish, nn.LeakyReLU, nn.ReLU, DSBlock)
@@ -46,21 +52,24 @@ MODULES = {"synthesis": ("synthesis_y", "synthesis_uv")} | {n: (n,) for n in DEC
 TRAINED = tuple(m for ms in MODULES.values() for m in ms)
 
 
-def fake_quant_weight(w: torch.Tensor, axis: int, splits: list[int] | None = None) -> torch.Tensor:
-    """Symmetric per-channel int8 fake quantisation along ``axis`` (scale max|w| / 127, zero point 0);
-    ``splits``: input-channel slices (dim 1) quantised with their own scales."""
+def fake_quant_weight(w: torch.Tensor, axis: int, splits: list[int] | None = None,
+                      qmax: int = 127) -> torch.Tensor:
+    """Symmetric per-channel fake quantisation to -qmax..qmax along ``axis`` (scale max|w| / qmax, zero
+    point 0); ``splits``: input-channel slices (dim 1) quantised with their own scales."""
     parts = torch.split(w, splits, 1) if splits else (w,)
     out = []
     for p in parts:
-        scale = p.detach().abs().amax(dim=[d for d in range(p.dim()) if d != axis]).clamp_min(1e-12) / W_QMAX
+        scale = p.detach().abs().amax(dim=[d for d in range(p.dim()) if d != axis]).clamp_min(1e-12) / qmax
         zero = torch.zeros(scale.shape, dtype=torch.int32, device=p.device)
-        out.append(torch.fake_quantize_per_channel_affine(p, scale.float(), zero, axis, W_QMIN, W_QMAX))
+        out.append(torch.fake_quantize_per_channel_affine(p, scale.float(), zero, axis, -qmax, qmax))
     return torch.cat(out, 1) if splits else out[0]
 
 
-def activation_fq() -> FakeQuantize:
-    """uint8 per-tensor fake quantiser with a min/max range (zero always in range), as ORT's MinMax."""
-    return FakeQuantize(observer=MinMaxObserver, quant_min=0, quant_max=255, dtype=torch.quint8,
+def activation_fq(activations: str = "uint8") -> FakeQuantize:
+    """Per-tensor fake quantiser (``activations``: "uint8" or "uint16") with a min/max range (zero always
+    in range), as ORT's MinMax."""
+    qmax, dtype = A_QMAX[activations]
+    return FakeQuantize(observer=MinMaxObserver, quant_min=0, quant_max=qmax, dtype=dtype,
                         qscheme=torch.per_tensor_affine)
 
 
@@ -72,9 +81,9 @@ class QATHandle:
         self.wrapped: list[nn.Module] = []      # modules whose forward is replaced
         self.hooks: list = []
 
-    def fq(self) -> FakeQuantize:
+    def fq(self, activations: str = "uint8") -> FakeQuantize:
         """A new activation quantiser owned by this handle."""
-        self.quantizers.append(activation_fq())
+        self.quantizers.append(activation_fq(activations))
         return self.quantizers[-1]
 
     @torch.no_grad()
@@ -104,13 +113,13 @@ class QATHandle:
         self.wrapped, self.hooks = [], []
 
 
-def _wrap(conv: nn.Module, in_fq, out_fq, splits: list[int] | None) -> None:
+def _wrap(conv: nn.Module, in_fq, out_fq, splits: list[int] | None, qmax: int) -> None:
     """Make ``conv`` run with fake-quantised weights and (optionally) input and output activations."""
     mask = getattr(conv, "mask", None)      # checkerboard masked convolution: mask folded as at export
     transposed = isinstance(conv, nn.ConvTranspose2d)
 
     def forward(x, output_size=None):
-        w = fake_quant_weight(conv.weight if mask is None else conv.weight * mask, 1 if transposed else 0, splits)
+        w = fake_quant_weight(conv.weight if mask is None else conv.weight * mask, 1 if transposed else 0, splits, qmax)
         x = in_fq(x) if in_fq is not None else x
         if transposed:
             y = F.conv_transpose2d(x, w, conv.bias, conv.stride, conv.padding, conv.output_padding, conv.groups,
@@ -164,14 +173,19 @@ def attach(model) -> QATHandle:
     examples = _example_inputs(model)
     for name, mods in MODULES.items():
         net = Synthesis(model) if name == "synthesis" else model.get_submodule(mods[0])
-        keep_float = recipe_for(name).keep_float
+        recipe = recipe_for(name)
+        if not recipe.enabled:
+            continue
+        fq, qmax = functools.partial(handle.fq, recipe.activations), W_QMAX[recipe.weights]
+        float_types = tuple(FLOAT_OPS[op] for op in recipe.float_ops if op in FLOAT_OPS)
         first, last = _boundary(net, examples[name])
-        skip = (first if "first" in keep_float else set()) | (last if "last" in keep_float else set())
+        skip = (first if "first" in recipe.keep_float else set()) | (last if "last" in recipe.keep_float else set())
+        skip |= {m for m in net.modules() if float_types and type(m) in float_types}
         split_first, splits = None, None
         if name.startswith("fusion") and isinstance(getattr(net, "net", None), nn.Sequential):
             split_first = net.net[0]           # exported split per input (export.nets.Fusion)
             splits = [x.shape[1] for x in examples[name]]
-            fqs = [handle.fq() for _ in splits]
+            fqs = [fq() for _ in splits]
             handle.hooks.append(net.register_forward_pre_hook(
                 lambda m, args, fqs=fqs: tuple(fq(a) for fq, a in zip(fqs, args))))
         for m in net.modules():
@@ -179,11 +193,11 @@ def attach(model) -> QATHandle:
                 continue
             if isinstance(m, CONVS):
                 own = m is split_first
-                _wrap(m, None if own else handle.fq(), handle.fq(), splits if own else None)
+                _wrap(m, None if own else fq(), fq(), splits if own else None, qmax)
             elif isinstance(m, nn.Hardswish):
-                _wrap_hardswish(m, handle.fq(), handle.fq())
+                _wrap_hardswish(m, fq(), fq())
             else:
-                handle.hooks.append(m.register_forward_hook(lambda m, i, o, fq=handle.fq(): fq(o)))
+                handle.hooks.append(m.register_forward_hook(lambda m, i, o, q=fq(): q(o)))
                 continue
             handle.wrapped.append(m)
     return handle
