@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .pruned import META_KEY, PlanError, plan_of, replay
@@ -69,6 +69,10 @@ def fit_entropy_tables(model, state_dict: dict) -> None:
 def load_weights(model, path: str | Path, partial: bool = False):
     """Load safetensors weights into ``model`` (floats converted to the model's dtype); returns model.
 
+    A file with another number of rate points than the model is fitted to the model's (``fit_gain_steps``:
+    a run that trains more rate points starts from weights with fewer); ``load_model`` instead builds the
+    model with the file's own.
+
     ``partial``: the model may have tensors the file lacks (e.g. an option's modules on top of trained base
     weights, which start at their initialisation); tensors the model lacks are still refused."""
     try:
@@ -76,6 +80,10 @@ def load_weights(model, path: str | Path, partial: bool = False):
     except (OSError, SafetensorError) as e:
         raise WeightsError(f"cannot read weights {path}: {e}") from None
     sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+    gains = sd.get("gain_steps")
+    if gains is not None and hasattr(model, "num_qualities") and gains.shape[0] != model.num_qualities:
+        from .model import fit_gain_steps   # a training start with more (or fewer) rate points than the file
+        sd["gain_steps"] = fit_gain_steps(gains, model.num_qualities)
     if partial:
         own = model.state_dict()
         foreign = [k for k in sd if k not in own]
@@ -123,6 +131,7 @@ def load_model(name_or_path: str, weights: str | Path | None = None):
     except KeyError as e:
         raise WeightsError(str(e.args[0])) from None
     replay_plan_of(model, path)
+    model.set_rate_points(rate_points_of(path))
     load_weights(model, path).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -149,6 +158,17 @@ def weights_metadata(path: str | Path) -> dict:
     try:
         with safe_open(str(path), "pt") as f:
             return f.metadata() or {}
+    except (OSError, SafetensorError) as e:
+        raise WeightsError(f"cannot read weights {path}: {e}") from None
+
+
+def rate_points_of(path: str | Path) -> int:
+    """Number of rate points of the weights at ``path`` (rows of their gain vectors)."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            if "gain_steps" not in f.keys():
+                raise WeightsError(f"weights {path} have no gain vectors (gain_steps)")
+            return int(f.get_slice("gain_steps").get_shape()[0])
     except (OSError, SafetensorError) as e:
         raise WeightsError(f"cannot read weights {path}: {e}") from None
 

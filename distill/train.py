@@ -36,6 +36,8 @@ def distill(student_name: str, teacher_weights: str | Path | None, run_dir: str 
     if init:
         replay_plan_of(student, init)   # a pruned student trains (and is exported) with its pruned shapes
         load_weights(student, init, partial=True)  # an option model may start from its base's weights
+    if cfg.rate_points:
+        student.set_rate_points(cfg.rate_points)   # before the distiller copies its lambdas
     distiller = None
     if kd.enabled():
         if not teacher_weights:

@@ -108,3 +108,41 @@ def test_resume_loads_entropy_tables_of_another_size():
     fit_entropy_tables(model, state)
     model.load_state_dict(state)
     assert torch.equal(model.entropy_bottleneck._quantized_cdf, state[key])
+
+
+def test_more_rate_points_train_from_six_point_weights_and_code(tmp_path):
+    """--rate-points 8 from 6-point weights: the old gains kept, two new ones continuing them; the file
+    holds 8 and codes at the new top point with more bits than at the sixth; resuming needs the flag."""
+    import torch
+
+    from codec.api import decode_image, encode_image
+    from codec.images import load_rgb
+    from codec.model import LAMBDA_LADDER
+    from codec.weights import load_model, rate_points_of
+    from distill.losses import KDWeights
+    from distill.train import distill as train
+    from photos import eval_images, train_images
+
+    def distill(*args, **kw):
+        return train(*args, kd=KDWeights(0, 0, 0), **kw)
+    from training import CheckpointError
+
+    six = tmp_path / "six.safetensors"
+    distill("student-1k", None, tmp_path / "a", train_images()[:2], steps=2, threads=1, out=six, progress=False,
+            batch=2, crop=64)
+    start = load_model(str(six)).gain_steps.detach()
+    out = tmp_path / "eight.safetensors"
+    kw = dict(threads=1, out=out, init=six, progress=False, batch=2, crop=64, lr=1e-9, warmup=1, rate_points=8)
+    distill("student-1k", None, tmp_path / "b", train_images()[:2], steps=2, **kw)
+    assert rate_points_of(six) == 6 and rate_points_of(out) == 8
+    model = load_model(str(out))
+    assert model.num_qualities == 8 and model.cfg.lambdas == LAMBDA_LADDER
+    gains = model.gain_steps.detach()
+    assert torch.allclose(gains[:6], start, atol=1e-2)               # lr 1e-9: the old points unchanged
+    assert torch.allclose(gains[7] - gains[6], start[5] - start[4], atol=2e-2)
+    rgb = load_rgb(eval_images()[0])[:128, :192]
+    sizes = [len(encode_image(model, rgb, q)) for q in (5, 7)]
+    assert sizes[1] > sizes[0] and decode_image(model, encode_image(model, rgb, 7)).shape == rgb.shape
+    kw.pop("rate_points")
+    with pytest.raises(CheckpointError, match="--rate-points 8"):
+        distill("student-1k", None, tmp_path / "b", train_images()[:2], steps=4, **kw)

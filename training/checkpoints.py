@@ -106,6 +106,8 @@ def export_checkpoint(name: str, run_dir: str | Path, out_path: str | Path) -> i
         raise ValueError(f"no checkpoint at {ckpt}")
     state = load_checkpoint(ckpt)
     model = create_model(name)
+    if "gain_steps" in state["model"]:
+        model.set_rate_points(state["model"]["gain_steps"].shape[0])
     model.load_state_dict(state["model"])
     export_trained(model, run_dir, out_path, int(state["step"]),
                    train_s=round(checkpoint_train_seconds(state, run_dir), 1))

@@ -61,6 +61,8 @@ class TrainConfig:
     rate: str = "noise"            # gradients of the rate term (YUVCodec.forward): "noise", "coded", "coded-ste"
     rate_refresh: int = 100        # steps between rebuilds of the coded rate's tables (0: never)
     trainable: str = "all"         # "encoder": train only the analysis side (decoder and entropy models fixed)
+    rate_points: int = 0           # >0: train this many rate points of codec.model.LAMBDA_LADDER (the model's own
+                                   # otherwise; set by the training commands before anything holds the weights)
     extra: dict = field(default_factory=dict)
 
 
@@ -208,6 +210,10 @@ class Trainer:
         if not self.ckpt.is_file():
             return False
         s = load_checkpoint(self.ckpt)
+        rows = s.get("model", {}).get("gain_steps")
+        if rows is not None and hasattr(self.model, "num_qualities") and rows.shape[0] != self.model.num_qualities:
+            raise CheckpointError(f"checkpoint {self.ckpt} trains {rows.shape[0]} rate points, this run "
+                                  f"{self.model.num_qualities}: give --rate-points {rows.shape[0]} to resume it")
         try:
             fit_entropy_tables(self.model, s["model"])
             self.model.load_state_dict(s["model"])

@@ -36,6 +36,8 @@ def train_teacher(images: list, profile: str = "quick", run_dir: str | Path | No
     model = create_model("teacher")
     if init:
         load_weights(model, init)
+    if cfg.rate_points:
+        model.set_rate_points(cfg.rate_points)
     trainer = Trainer(model, cfg, run_dir, images)
     if not fresh and trainer.resume():
         print(f"resumed {run_dir} at step {trainer.step}", file=sys.stderr)
