@@ -36,6 +36,7 @@ from .coding import CodingMixin
 from .entropy import LOG_STEP, SCALE_LEVELS, SCALE_MIN, make_scale_table
 from .intnet import INPUT_MAX, INPUT_MIN, ste_round
 from .rate import SymbolCost, proxy_bits, straight_through
+from .rate_points import DEFAULT_RATE_POINTS, LAMBDA_LADDER, fit_gain_steps
 
 FEATURE_LOSS_WEIGHT = 1.0   # seed 001 trains its feature enhancement loss with lambda_f = 1 (its Eq. 17)
 SKIP_TEMPERATURE = 1.0      # width, in scale-index steps, of the soft skip gate's surrogate gradient
@@ -92,22 +93,6 @@ class Synthesis(nn.Module):
         return y, self.synthesis_uv(uv_hat, feat)
 
 
-# Rate points, lowest rate first: each one's lambda (weight of the 255^2-scaled MSE against bits per pixel).
-# A model uses the first N: 6 unless trained with more (``YUVCodec.set_rate_points``; the top two reach
-# about 37-38 dB PSNR-Y on Kodak-like photos, where the sixth stops near 36).
-LAMBDA_LADDER = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483, 0.0932, 0.18)
-DEFAULT_RATE_POINTS = 6
-
-
-def fit_gain_steps(gains: torch.Tensor, n: int) -> torch.Tensor:
-    """Gain vectors (rate points x channels) cut or extended to ``n`` rows, each new row one more step of
-    the difference between the last two."""
-    gains = gains.float()
-    if n > gains.shape[0]:
-        step = gains[-1] - gains[-2]
-        more = gains[-1] + step * torch.arange(1, n - gains.shape[0] + 1, dtype=gains.dtype)[:, None]
-        gains = torch.cat((gains, more))
-    return gains[:n].clone()
 
 
 @dataclass

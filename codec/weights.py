@@ -14,6 +14,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .pruned import META_KEY, PlanError, plan_of, replay
+from .rate_points import fit_gain_steps
 from .registry import create_model, list_models
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -82,7 +83,6 @@ def load_weights(model, path: str | Path, partial: bool = False):
     sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
     gains = sd.get("gain_steps")
     if gains is not None and hasattr(model, "num_qualities") and gains.shape[0] != model.num_qualities:
-        from .model import fit_gain_steps   # a training start with more (or fewer) rate points than the file
         sd["gain_steps"] = fit_gain_steps(gains, model.num_qualities)
     if partial:
         own = model.state_dict()

@@ -117,7 +117,7 @@ def test_more_rate_points_train_from_six_point_weights_and_code(tmp_path):
 
     from codec.api import decode_image, encode_image
     from codec.images import load_rgb
-    from codec.model import LAMBDA_LADDER
+    from codec.rate_points import LAMBDA_LADDER
     from codec.weights import load_model, rate_points_of
     from distill.losses import KDWeights
     from distill.train import distill as train

@@ -61,7 +61,7 @@ class TrainConfig:
     rate: str = "noise"            # gradients of the rate term (YUVCodec.forward): "noise", "coded", "coded-ste"
     rate_refresh: int = 100        # steps between rebuilds of the coded rate's tables (0: never)
     trainable: str = "all"         # "encoder": train only the analysis side (decoder and entropy models fixed)
-    rate_points: int = 0           # >0: train this many rate points of codec.model.LAMBDA_LADDER (the model's own
+    rate_points: int = 0           # >0: train this many rate points of codec.rate_points.LAMBDA_LADDER (the model's own
                                    # otherwise; set by the training commands before anything holds the weights)
     extra: dict = field(default_factory=dict)
 
