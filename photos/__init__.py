@@ -9,8 +9,9 @@ data command works on a machine with no other network access.  The evaluation se
 14 lossless PNGs) is *not* the standard Kodak set: it holds 6 Kodak images (kodim23 and the
 TID2013 copies I03..I19, resized to 512x384), 3 Waterloo images, barbara and 4 scikit-image
 photos.  Never compare figures from it with published Kodak numbers.  The training corpus
-(data/train) is JPEG photos shrunk 2-4x to wash out compression artefacts, and a few textured
-scikit-image photos (PNGs kept as they are), all saved as PNG.
+(data/train, 100 photos) is lossy photos (JPEG, MPO, JPEG 2000) shrunk 2-4x to wash out compression
+artefacts and lossless PNGs kept as they are, all saved as PNG.  The manifest is in
+photos.eval_sources and photos.train_sources.
 """
 from __future__ import annotations
 

