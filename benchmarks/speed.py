@@ -34,7 +34,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from codec.memory import limit_heap
 from export.profile import current_export, run_child
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,7 +81,6 @@ def run(model_spec: str, sizes, n: int, threads: list[int], torch_decoder: bool,
     from codec.writers import RowWriter
 
     torch.set_num_threads(1)
-    limit_heap()        # the allocator of both decoder CLIs, so the in-process times are what they pay
     model = load_model(model_spec)
     onnx_dir = current_export(model)
     codecs = classical_codecs()

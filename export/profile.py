@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from codec.memory import limit_heap
 from codec.paths import RUNS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,7 +190,6 @@ def run(model_spec: str, onnx_dir: Path | None, n: int, quality: int, big: bool)
     from .runtime import OnnxDecoder
 
     torch.set_num_threads(1)
-    limit_heap()        # the allocator of python -m export.decode, so the in-process times are the CLI's
     model = load_model(model_spec)
     onnx_dir = Path(onnx_dir) if onnx_dir else current_export(model)
     tiled = "tile" in OnnxDecoder.__init__.__code__.co_varnames
