@@ -78,10 +78,12 @@ def cmd_encode(a) -> int:
 
 def cmd_decode(a) -> int:
     if a.own_process:        # allocator settings for the whole process: not for a caller's (tests) process
+        from .lean_import import import_compressai_core
         from .memory import limit_heap, prefer_huge_pages
 
         prefer_huge_pages()  # before torch is imported
         limit_heap()
+        import_compressai_core()
 
     from .api import decode_planes
     from .bitstream import BitstreamError
