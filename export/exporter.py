@@ -20,12 +20,11 @@ from codec.tiling import DEFAULT_TILE, probe_footprints
 from codec.weights import model_id
 
 from .crops import add_crops
-from .nets import DECODER_NETS, build_specs, net_inputs
+from .nets import EXPORTABLE_OPTIONS, build_specs, decoder_nets, net_inputs
 from .runtime import FORMAT, MANIFEST
 from .tables import write_tables
 from .to_onnx import OPSET, export_net, max_abs_error
 
-INT8_NETS = DECODER_NETS
 # What this exporter writes, beyond the version-1 format the decoder reads: 2 = tile footprints and in-graph
 # crops, the context computed on the 2x2 phases, ShuffleUp / ChannelPermute synthesis (the decoder reads
 # version-1 exports of earlier exporters too, whole-picture only).
@@ -47,15 +46,18 @@ def export_model(model, out: str | Path, int8: bool = False, calib: int = 16, or
 
     ``int8``: also INT8 copies of the decoder networks, calibrated on ``calib`` training crops;
     ``encoder``: also the encoder-side networks (analysis, hyper analysis)."""
-    if getattr(model, "options", ()):
-        raise ValueError(f"cannot export {model.name}: export/ builds only the base networks, not the "
-                         f"option modules {'+'.join(model.options)} (codec.modules)")
+    options = tuple(getattr(model, "options", ()))
+    other = [o for o in options if o not in EXPORTABLE_OPTIONS]
+    if other:
+        raise ValueError(f"cannot export {model.name}: export/ builds only the base networks and the option "
+                         f"modules {'+'.join(EXPORTABLE_OPTIONS)}, not {'+'.join(other)} (codec.modules)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # ORT warns at load that the crop bounds (export/crops.py) are initializers that are also inputs:
     # they are, on purpose (overridable defaults).
     ort.set_default_logger_severity(3)
-    specs = {k: v for k, v in build_specs(model.eval()).items() if encoder or k in DECODER_NETS}
+    decoder = decoder_nets(model)
+    specs = {k: v for k, v in build_specs(model.eval()).items() if encoder or k in decoder}
     y, uv = pad_planes(to_tensor(check_picture()), model.cfg.multiple)
     q_check = model.num_qualities // 2
     checks = net_inputs(model, y, uv, q_check)
@@ -75,6 +77,7 @@ def export_model(model, out: str | Path, int8: bool = False, calib: int = 16, or
     manifest = {
         "format": FORMAT, "version": 1, "export_revision": EXPORT_REVISION,
         "model": model.name, "model_id": model_id(model).hex(), "bitstream_version": 1,
+        "options": list(options),
         "opset": OPSET, "multiple": model.cfg.multiple,
         "rate_points": model.num_qualities, "lambdas": list(model.cfg.lambdas),
         "channels": {"y": model.cfg.y_channels, "uv": model.cfg.uv_channels, "z": model.cfg.z_channels,
@@ -84,7 +87,7 @@ def export_model(model, out: str | Path, int8: bool = False, calib: int = 16, or
         "scale_table": {"min": SCALE_MIN, "max": SCALE_MAX, "levels": SCALE_LEVELS, "log_step": LOG_STEP,
                         "scale": "min * exp(log_step * index)", "gain": "exp(log_step * gain_steps[q])"},
         "colour": "YCbCr BT.709 full range, 4:2:0, chroma sited at the centre of each 2x2 luma block",
-        "decoder_networks": list(DECODER_NETS), "encoder_networks": [n for n in specs if n not in DECODER_NETS],
+        "decoder_networks": list(decoder), "encoder_networks": [n for n in specs if n not in decoder],
         "networks": networks,
         "error_check": f"max_abs_err: ORT vs torch on a {y.shape[-1]}x{y.shape[-2]} synthetic picture, "
                        f"rate point {q_check}, every input the codec feeds (both checkerboard passes)",
@@ -100,7 +103,7 @@ def export_model(model, out: str | Path, int8: bool = False, calib: int = 16, or
     log("scale_decoder.npz, cdf_z.npz, cdf_residual.npz, rate.npz written; numpy scale decoder == torch (exact)")
     if int8:
         from .int8 import RECIPES_REVISION
-        _int8(model, specs, out, networks, checks, calib, log)
+        _int8(model, specs, decoder, out, networks, checks, calib, log)
         manifest["int8_revision"] = RECIPES_REVISION
     files = [n[k] for n in networks.values() for k in ("file", "int8") if n.get(k)]
     manifest["ort_format"] = _ort_format(out, files, log) if ort_format else None
@@ -127,11 +130,11 @@ def _check_scale_decoder(model, path: Path, z: np.ndarray) -> None:
             raise RuntimeError("numpy integer scale decoder disagrees with codec.intnet: export aborted")
 
 
-def _int8(model, specs, out: Path, networks: dict, checks: dict, calib: int, log) -> None:
+def _int8(model, specs, decoder, out: Path, networks: dict, checks: dict, calib: int, log) -> None:
     from .int8 import calibration_crops, calibration_samples, quantize, recipe_for
 
     samples = calibration_samples(model, calibration_crops(calib))
-    for name in INT8_NETS:
+    for name in decoder:
         path = quantize(out / f"{name}.onnx", out / f"{name}.int8.onnx", samples[name], name)
         onnx.checker.check_model(onnx.load(str(path)), full_check=True)
         err = max_abs_error(specs[name], path, checks[name])

@@ -127,6 +127,8 @@ RECIPES = {
     "hyper_decoder_uv": Recipe(enabled=False),
     "fusion_y": Recipe(enabled=False),
     "fusion_uv": Recipe(enabled=False),
+    # gmm's global context (a pooled MLP, ~10k MACs per picture) offsets every predicted mean: FP32, for free.
+    "global_context": Recipe(enabled=False),
 }
 DEFAULT_RECIPE = Recipe()
 # Bumped when RECIPES change, so that cached exports (export.cache) are re-quantised.

@@ -1,7 +1,8 @@
 """The float networks that become ONNX files: small wrappers with named inputs and outputs.
 
 Every tensor is 1 x C x H/g x W/g, where H x W is the padded luma size (a multiple of 64) and g the
-tensor's grid: 1 luma, 2 chroma, 16 latent, 64 hyper-latent.
+tensor's grid: 1 luma, 2 chroma, 16 latent, 64 hyper-latent; or 1 x C x 1 x 1 for one value per picture
+(grid 0: the global context's offsets).
 """
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from codec.model import Synthesis, checkerboard
 DECODER_NETS = ("hyper_decoder_y", "hyper_decoder_uv", "context_y", "context_uv", "fusion_y", "fusion_uv",
                 "synthesis")
 ENCODER_NETS = ("analysis", "hyper_analysis")
+# The options whose modules export/ builds (codec.modules): gmm's mixture is only CDF tables, written like the
+# Gaussian ones; its global context is one more decoder network (OPTION_NETS).
+EXPORTABLE_OPTIONS = ("gmm",)
+OPTION_NETS = {"gmm": ("global_context",)}
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,10 @@ class Port:
     grid: int
 
     def shape(self) -> list:
-        """Manifest shape: batch 1, channels, then height and width as divisions of the padded luma size."""
+        """Manifest shape: batch 1, channels, then height and width as divisions of the padded luma size
+        (1 x 1 for grid 0, one value per picture)."""
+        if self.grid == 0:
+            return [1, self.channels, 1, 1]
         return [1, self.channels] + ([f"H/{self.grid}", f"W/{self.grid}"] if self.grid > 1 else ["H", "W"])
 
 
@@ -63,6 +71,11 @@ class HyperAnalysis(nn.Module):
 
     def forward(self, latent_y, latent_uv):
         return self.net(torch.cat((latent_y, latent_uv), 1))
+
+
+def decoder_nets(model) -> tuple[str, ...]:
+    """The decoder networks of ``model``: the base ones, then its options' (``OPTION_NETS``)."""
+    return DECODER_NETS + tuple(n for o in model.options for n in OPTION_NETS.get(o, ()))
 
 
 class Fusion(nn.Module):
@@ -310,6 +323,11 @@ def build_specs(model) -> dict[str, NetSpec]:
         NetSpec("synthesis", deploy_synthesis(model), [Port("y_hat", my, 16), Port("uv_hat", muv, 16)],
                 [Port("y", 1, 1), Port("uv", 2, 2)], "decoder"),
     ]
+    if getattr(model, "global_context", None) is not None:
+        # gmm (codec.modules.mixture.GlobalContext): z_hat -> per-channel offsets of the predicted means of
+        # both latents (Y then UV), the spatial mean inside the graph; run once per picture on the whole z_hat.
+        specs.append(NetSpec("global_context", model.global_context, [Port("z", cz, 64)],
+                             [Port("offset", my + muv, 0)], "decoder"))
     for s in specs:
         s.module.eval()
     return {s.name: s for s in specs}
@@ -340,4 +358,6 @@ def net_inputs(model, y_plane: torch.Tensor, uv_plane: torch.Tensor, q: int) -> 
         "fusion_uv": [{"hyper": hu, "ctx": torch.zeros_like(cu), "y_hat": yh}, {"hyper": hu, "ctx": cu, "y_hat": yh}],
         "synthesis": [{"y_hat": yh, "uv_hat": uvh}],
     }
+    if getattr(model, "global_context", None) is not None:
+        samples["global_context"] = [{"z": z}]
     return {k: [{n: t.float().contiguous().numpy() for n, t in d.items()} for d in v] for k, v in samples.items()}

@@ -44,6 +44,9 @@ __all__ = ["MANIFEST", "FORMAT", "ExportError", "Decoded", "load_tables", "sessi
 
 MANIFEST = "manifest.json"
 FORMAT = "lightcodec-onnx"
+# Model options (codec.modules) this decoder implements: gmm's mixture is only CDF tables, its global context
+# one more network (z_hat -> per-channel offsets of the predicted means, once per picture).
+OPTIONS = ("gmm",)
 
 
 class ExportError(ValueError):
@@ -106,6 +109,12 @@ class OnnxDecoder:
         m = json.loads(path.read_text())
         if m.get("format") != FORMAT or m.get("version") != 1:
             raise ExportError(f"{path} is not a version-1 {FORMAT} manifest")
+        other = [o for o in m.get("options", []) if o not in OPTIONS]
+        if other:
+            raise ExportError(f"{path}: model option {'+'.join(other)} is not implemented by this decoder")
+        self.global_context = "gmm" in m.get("options", [])
+        if self.global_context and "global_context" not in m["decoder_networks"]:
+            raise ExportError(f"{path}: option gmm without its global_context network")
         self.manifest, self.threads, self.tile = m, threads, tile
         self.model_id = bytes.fromhex(m["model_id"])
         self.multiple, self.skip_index = m["multiple"], m["skip_index"]
@@ -225,15 +234,21 @@ class OnnxDecoder:
         return z[None], index[None], skip[None], residual[None]
 
     # ---- float part --------------------------------------------------------------------------
-    def _passes(self, branch: str, hyper, gain, residual, luma=None):
+    def _passes(self, branch: str, hyper, gain, residual, luma=None, offset=None):
         """Both checkerboard passes of one latent (as YUVCodec._reconstruct), the pointwise fusion fed only
         the positions its pass needs (anchors, then the others, as ``phases`` lays them out). ``luma``: the
-        decoded luma latent as (anchors, others), for chroma. Returns the latent as (anchors, others)."""
+        decoded luma latent as (anchors, others), for chroma; ``offset``: the global context's per-channel
+        offset of the means (1 x C x 1 x 1), added to the fusion's output before the gain. Returns the
+        latent as (anchors, others)."""
         ra, ro = phases(residual)
         ha, ho = phases(hyper)
         ctx_ch = self.manifest["networks"][f"context_{branch}"]["outputs"][0]["shape"][1]
         names = ("hyper", "ctx", "y_hat")
-        fuse = lambda *x: self._run(f"fusion_{branch}", **dict(zip(names, x)))  # noqa: E731
+
+        def fuse(*x):
+            mu = self._run(f"fusion_{branch}", **dict(zip(names, x)))
+            return mu if offset is None else mu + offset
+
         mug_a = fuse(ha, np.zeros((1, ctx_ch) + ra.shape[2:], np.float32), *(luma[:1] if luma else ())) * gain
         anchors = (ra + mug_a) / gain
         # the context network reads the anchor-masked latent and is read at the other positions
@@ -247,11 +262,14 @@ class OnnxDecoder:
         gain = np.exp(np.float32(self.log_step) * steps).astype(np.float32)
         my = self.my
         zf = z.astype(np.float32)
+        # gmm: one offset per channel and picture, from the whole z (before any band or tile)
+        offset = self._run("global_context", z=zf) if self.global_context else None
+        o_y, o_uv = (None, None) if offset is None else (offset[:, :my], offset[:, my:])
         ry = residual[:, :my].astype(np.float32)
-        luma = self._passes("y", self._run("hyper_decoder_y", z=zf), gain[:, :my], ry)
+        luma = self._passes("y", self._run("hyper_decoder_y", z=zf), gain[:, :my], ry, offset=o_y)
         del ry
         ruv = residual[:, my:].astype(np.float32)
-        chroma = self._passes("uv", self._run("hyper_decoder_uv", z=zf), gain[:, my:], ruv, luma)
+        chroma = self._passes("uv", self._run("hyper_decoder_uv", z=zf), gain[:, my:], ruv, luma, o_uv)
         return unphase(*luma), unphase(*chroma)
 
     def synthesize(self, yh: np.ndarray, uvh: np.ndarray, height: int, width: int,
