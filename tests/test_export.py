@@ -314,3 +314,66 @@ def test_cached_export_is_redone_when_an_earlier_exporter_wrote_it(tmp_path):
     manifest.write_text(json.dumps(m))
     assert cached_export(model, cache=tmp_path) == out
     assert json.loads(manifest.read_text())["export_revision"] == EXPORT_REVISION
+
+
+@pytest.fixture(scope="module")
+def gmm_student(student, tmp_path_factory):
+    """student-1k+gmm: the test student's weights (partial load), the mixture moved off its Gaussian start and
+    the global context's zero last layer made non-zero (offsets of a few tenths), tables rebaked, saved and
+    loaded back. Returns (model, weights path)."""
+    from codec.registry import create_model
+    from codec.weights import load_model, load_weights, rate_points_of, save_weights
+
+    model = create_model("student-1k+gmm").set_rate_points(rate_points_of(TEST_STUDENT))
+    load_weights(model, TEST_STUDENT, partial=True)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model.gaussian_conditional.logits.copy_(torch.tensor([2.0, 0.5, 0.0]))
+        model.gaussian_conditional.shift.copy_(torch.tensor([0.0, 0.3, -0.2]))
+        last = model.global_context.net[-1]
+        last.weight.normal_(0, 0.01, generator=g)
+        last.bias.normal_(0, 0.1, generator=g)
+    model.update(force=True)
+    path = save_weights(model, tmp_path_factory.mktemp("gmm") / "student-1k+gmm.safetensors")
+    return load_model(str(path)), path
+
+
+def test_gmm_model_exports_and_decodes_with_the_encoders_symbols(student, gmm_student, eval_paths, tmp_path):
+    """python -m export on student-1k+gmm: the mixture's baked tables are the residual tables, the global
+    context one more (FP32) network; torch-encoded streams decode in ONNX (FP32, INT8) with the encoder's
+    symbols, its offsets added where torch adds them; a stream of the base model is refused."""
+    from export.__main__ import main
+    from export.runtime import OnnxDecoder
+
+    model, path = gmm_student
+    out = tmp_path / "onnx"
+    assert main(["--model", str(path), "-o", str(out), "--int8", "--calib", "4",
+                 "--threads", str(torch.get_num_threads())]) == 0
+    m = _manifest(out)
+    net = m["networks"]["global_context"]
+    assert m["options"] == ["gmm"] and m["model"] == "student-1k+gmm" and "global_context" in m["decoder_networks"]
+    assert net["outputs"][0]["shape"] == [1, model.cfg.y_channels + model.cfg.uv_channels, 1, 1]
+    assert net["max_abs_err"] < 1e-4 and net["int8_recipe"]["format"] == "FP32 (not quantised)"
+    if m["ort_format"] is not None:
+        assert {"global_context.with_runtime_opt.ort", "global_context.int8.with_runtime_opt.ort"} <= set(
+            m["ort_format"]["files"])
+    gc = model.gaussian_conditional
+    with np.load(out / "cdf_residual.npz") as a:
+        assert np.array_equal(a["cdf"], gc._quantized_cdf.numpy()) and np.array_equal(a["length"], gc._cdf_length)
+        assert np.array_equal(a["offset"], gc._offset)
+        assert a["cdf"].shape[1] != student.gaussian_conditional._quantized_cdf.shape[1]   # not the Gaussian's
+    _symbols_and_psnr(model, out, eval_paths[:2], 1)
+    # The offsets matter and are added where torch adds them: whole-picture planes as torch's, not without them.
+    img = load_rgb(eval_paths[0])
+    data = encode_image(model, img, 2)
+    y, uv = pad_planes(to_tensor(img), model.cfg.multiple)
+    (ty, _), _ = model.decompress_streams(list(bsf.unpack(data).streams), 2, tuple(y.shape[-2:]))
+    dec = OnnxDecoder(out, tile=None)
+    ref = ty[0, 0, : img.shape[0], : img.shape[1]].numpy()
+    err = lambda: float(np.abs(dec.decode(data).y - ref).max())  # noqa: E731
+    with_offsets = err()
+    assert np.array_equal(OnnxDecoder(out, tile=128).decode(data).rgb, dec.decode(data).rgb)   # tiles: one offset
+    dec.global_context = False
+    assert with_offsets < 1e-3 < err(), with_offsets
+    with pytest.raises(bsf.BitstreamError, match="another model"):
+        OnnxDecoder(out).decode(encode_image(student, img[:64, :64], 1))

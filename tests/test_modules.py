@@ -152,8 +152,22 @@ def test_names_options_and_errors():
     with pytest.raises(ValueError, match="given twice"):
         create_model("student-1k+hda+hda")
     from export.exporter import export_model
-    with pytest.raises(ValueError, match="cannot export student-1k\\+hda\\+gmm"):
-        export_model(model, "/nonexistent/never-written")
+    with pytest.raises(ValueError, match="cannot export student-1k\\+hda\\+gmm: .*, not hda "):
+        export_model(model, "/nonexistent/never-written")   # gmm exports, hda does not
+
+
+def test_gmm_is_the_option_that_exports(tmp_path):
+    """A model whose only option is gmm exports (its streams decode in ONNX: tests/test_export.py); any other
+    option is refused in one line."""
+    from export.exporter import export_model
+
+    model = create_model("student-1k+gmm").eval()
+    model.update(force=True)
+    m = export_model(model, tmp_path, ort_format=False, encoder=False, log=lambda *_: None)
+    assert m["options"] == ["gmm"] and m["decoder_networks"][-1] == "global_context"
+    assert (tmp_path / "global_context.onnx").is_file()
+    with pytest.raises(ValueError, match="cannot export student-1k\\+sa: .*, not sa "):
+        export_model(create_model("student-1k+sa"), "/nonexistent/never-written")
 
 
 def test_every_option_starts_at_its_base_model():
