@@ -343,7 +343,7 @@ def test_gmm_model_exports_and_decodes_with_the_encoders_symbols(student, gmm_st
     context one more (FP32) network; torch-encoded streams decode in ONNX (FP32, INT8) with the encoder's
     symbols, its offsets added where torch adds them; a stream of the base model is refused."""
     from export.__main__ import main
-    from export.runtime import OnnxDecoder
+    from export.runtime import ExportError, OnnxDecoder
 
     model, path = gmm_student
     out = tmp_path / "onnx"
@@ -377,3 +377,7 @@ def test_gmm_model_exports_and_decodes_with_the_encoders_symbols(student, gmm_st
     assert with_offsets < 1e-3 < err(), with_offsets
     with pytest.raises(bsf.BitstreamError, match="another model"):
         OnnxDecoder(out).decode(encode_image(student, img[:64, :64], 1))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "manifest.json").write_text(json.dumps({**m, "options": ["gmm", "hda"]}))
+    with pytest.raises(ExportError, match="option hda is not implemented"):
+        OnnxDecoder(tmp_path / "other")
