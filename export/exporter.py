@@ -75,7 +75,9 @@ def export_model(model, out: str | Path, int8: bool = False, calib: int = 16, or
         if crops:
             networks[name]["crops"] = crops
     manifest = {
-        "format": FORMAT, "version": 1, "export_revision": EXPORT_REVISION,
+        # version 2 when the model has options: a decoder written for version 1 knows no global context
+        # and must refuse the export rather than decode a picture without its mean offsets
+        "format": FORMAT, "version": 2 if options else 1, "export_revision": EXPORT_REVISION,
         "model": model.name, "model_id": model_id(model).hex(), "bitstream_version": 1,
         "options": list(options),
         "opset": OPSET, "multiple": model.cfg.multiple,

@@ -107,8 +107,10 @@ class OnnxDecoder:
         if not path.is_file():
             raise ExportError(f"no {MANIFEST} in {self.dir}: not an export directory (run python -m export)")
         m = json.loads(path.read_text())
-        if m.get("format") != FORMAT or m.get("version") != 1:
-            raise ExportError(f"{path} is not a version-1 {FORMAT} manifest")
+        if m.get("format") != FORMAT or m.get("version") not in (1, 2):
+            raise ExportError(f"{path} is not a version-1 or -2 {FORMAT} manifest")
+        if m.get("options") and m["version"] < 2:
+            raise ExportError(f"{path} lists options {m['options']} in a version-1 manifest")
         other = [o for o in m.get("options", []) if o not in OPTIONS]
         if other:
             raise ExportError(f"{path}: model option {'+'.join(other)} is not implemented by this decoder")

@@ -352,6 +352,7 @@ def test_gmm_model_exports_and_decodes_with_the_encoders_symbols(student, gmm_st
     m = _manifest(out)
     net = m["networks"]["global_context"]
     assert m["options"] == ["gmm"] and m["model"] == "student-1k+gmm" and "global_context" in m["decoder_networks"]
+    assert m["version"] == 2      # a version-1 decoder refuses it instead of decoding without the offsets
     assert net["outputs"][0]["shape"] == [1, model.cfg.y_channels + model.cfg.uv_channels, 1, 1]
     assert net["max_abs_err"] < 1e-4 and net["int8_recipe"]["format"] == "FP32 (not quantised)"
     if m["ort_format"] is not None:
@@ -380,4 +381,7 @@ def test_gmm_model_exports_and_decodes_with_the_encoders_symbols(student, gmm_st
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "manifest.json").write_text(json.dumps({**m, "options": ["gmm", "hda"]}))
     with pytest.raises(ExportError, match="option hda is not implemented"):
+        OnnxDecoder(tmp_path / "other")
+    (tmp_path / "other" / "manifest.json").write_text(json.dumps({**m, "version": 1}))
+    with pytest.raises(ExportError, match="version-1 manifest"):
         OnnxDecoder(tmp_path / "other")
