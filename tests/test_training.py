@@ -146,3 +146,6 @@ def test_more_rate_points_train_from_six_point_weights_and_code(tmp_path):
     kw.pop("rate_points")
     with pytest.raises(CheckpointError, match="--rate-points 8"):
         distill("student-1k", None, tmp_path / "b", train_images()[:2], steps=4, **kw)
+    again = tmp_path / "again.safetensors"     # from eight-point weights, no flag: eight points, kept as trained
+    distill("student-1k", None, tmp_path / "c", train_images()[:2], steps=1, **{**kw, "init": out, "out": again})
+    assert torch.allclose(load_model(str(again)).gain_steps, gains, atol=1e-2)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from codec.paths import RUNS_DIR
 from codec.registry import create_model
-from codec.weights import load_weights, shipped_weights
+from codec.weights import load_weights, rate_points_of, shipped_weights
 
 from .checkpoints import continue_from, export_trained, plot_log
 from .loop import TrainConfig, Trainer
@@ -34,10 +34,9 @@ def train_teacher(images: list, profile: str = "quick", run_dir: str | Path | No
         cfg.steps = steps
     run_dir = Path(run_dir or RUNS_DIR / f"teacher-{profile}")
     model = create_model("teacher")
+    model.set_rate_points(cfg.rate_points or (rate_points_of(init) if init else model.num_qualities))
     if init:
         load_weights(model, init)
-    if cfg.rate_points:
-        model.set_rate_points(cfg.rate_points)
     trainer = Trainer(model, cfg, run_dir, images)
     if not fresh and trainer.resume():
         print(f"resumed {run_dir} at step {trainer.step}", file=sys.stderr)
