@@ -93,8 +93,6 @@ class Synthesis(nn.Module):
         return y, self.synthesis_uv(uv_hat, feat)
 
 
-
-
 @dataclass
 class EntropyConfig:
     """Entropy-path settings shared by all models: latent sizes, rate points, skip threshold."""
