@@ -75,7 +75,8 @@ def load_weights(model, path: str | Path, partial: bool = False):
     model with the file's own.
 
     ``partial``: the model may have tensors the file lacks (e.g. an option's modules on top of trained base
-    weights, which start at their initialisation); tensors the model lacks are still refused."""
+    weights, which start at their initialisation, or a deeper preset's extra residual blocks, which start as
+    identities); tensors the model lacks are still refused."""
     try:
         sd = load_file(str(path))
     except (OSError, SafetensorError) as e:
@@ -94,7 +95,19 @@ def load_weights(model, path: str | Path, partial: bool = False):
         model.load_state_dict(sd, strict=not partial)
     except (RuntimeError, KeyError) as e:
         raise WeightsError(f"weights {path} do not fit model {model.name!r}: {str(e).splitlines()[0]}") from None
+    if partial:
+        _new_blocks_as_identity(model, sd)
     return model
+
+
+def _new_blocks_as_identity(model, state_dict: dict) -> None:
+    """Residual blocks (those with ``start_as_identity``) that ``state_dict`` has no tensor of pass their
+    input through, so a deeper model starts as the function of the weights it grew from."""
+    for name, module in model.named_modules():
+        if hasattr(module, "start_as_identity"):
+            keys = [f"{name}.{k}" for k in module.state_dict()]
+            if keys and not any(k in state_dict for k in keys):
+                module.start_as_identity()
 
 
 def shipped_weights(name: str) -> Path:

@@ -43,6 +43,13 @@ class DSBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
 
+    def start_as_identity(self) -> None:
+        """Zero the last 1x1 convolution: the block passes its input through until it is trained."""
+        last = self.body[-1]
+        conv = last[0] if isinstance(last, nn.Sequential) else last
+        nn.init.zeros_(conv.weight)
+        nn.init.zeros_(conv.bias)
+
 
 def up_stage(cin: int, cout: int, blocks: int, k: int = 3, groups: int = 1, asymmetric: bool = False) -> nn.Sequential:
     """Upsample 2x: 1x1 conv to 4*cout then PixelShuffle, followed by ``blocks`` DSBlocks."""

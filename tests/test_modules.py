@@ -249,3 +249,26 @@ def test_base_weights_load_partially_into_an_option_model(tmp_path):
     assert all(torch.equal(v, shared[k]) for k, v in option.state_dict().items() if k in shared)
     with pytest.raises(WeightsError, match="do not fit"):
         load_weights(create_model("student-2k"), path, partial=True)
+
+
+def test_deeper_preset_starts_as_the_model_it_grew_from(tmp_path):
+    """student-2k-gmm weights load into student-2k-gmm-deep with its extra blocks as identities (same latents,
+    same picture), and the deeper model stays inside both 35x budgets and 2.0 decoder kMAC/px."""
+    from codec.registry import create_model
+    from codec.weights import load_weights, save_weights
+    from profiling.profile import profile_model
+
+    base = create_model("student-2k-gmm").eval()
+    path = save_weights(base, tmp_path / "base.safetensors", half=False)
+    deep = load_weights(create_model("student-2k-gmm-deep"), path, partial=True).eval()
+    x, uv = torch.rand(1, 1, 64, 64), torch.rand(1, 2, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(base.analysis_y(x), deep.analysis_y(x))
+        assert torch.equal(base.analysis_uv(uv), deep.analysis_uv(uv))
+        latent = base.analysis_y(x)
+        assert torch.equal(base.synthesis_y(latent)[0], deep.synthesis_y(latent)[0])
+    extra = [k for k in deep.state_dict() if k not in base.state_dict()]
+    assert extra and all(k.startswith(("analysis_y.", "analysis_uv.", "synthesis_y.latent.")) for k in extra)
+    report, shallow = profile_model(deep, check_size=None), profile_model(base, teacher=False, check_size=None)
+    assert report.total("encoder") > shallow.total("encoder") and report.total("decoder") > shallow.total("decoder")
+    assert report.ratio("encoder") >= 35 and report.ratio("decoder") >= 35 and report.total("decoder") <= 2.0
