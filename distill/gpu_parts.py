@@ -103,6 +103,8 @@ def unpack(src: str | Path, into: str | Path = "weights", verify: bool = False) 
     done = []
     for tag, (state, meta) in sorted(found.items()):
         model = create_model(meta["preset"])
+        if "gain_steps" in state:  # as many rate points as were trained (a 6-point model cannot load 8)
+            model.set_rate_points(int(state["gain_steps"].shape[0]))
         try:
             model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         except (RuntimeError, KeyError) as e:
