@@ -1,6 +1,7 @@
-"""The GPU burst itself: ``run_burst`` trains the teacher for a few minutes from the shipped weights (bf16
-autocast, channels_last, crops of the packed tiles drawn on the device), then distils the student from it in
-the time left of the budget, one ``_phase`` each through the shared Trainer (``BurstTrainer``: fed from a
+"""The GPU burst itself: ``run_burst`` trains the teacher for a few minutes from the shipped weights (none
+when its minutes are 0), then the student from its shipped weights in the time left of the budget, on the
+RD loss alone or distilled from that teacher (bf16 autocast, channels_last, crops of the packed tiles drawn
+on the device), one ``_phase`` each through the shared Trainer (``BurstTrainer``: fed from a
 TileSampler, stopped by time or steps on all ranks at once, snapshots written as returned parts), and records
 what happened in OUT/gpu.json. ``BurstOptions`` holds one burst's settings (``rehearsal``: the CPU dry run).
 Codec, training and model modules are imported inside the functions, after distill.gpu has prepared the
@@ -33,12 +34,13 @@ class BurstOptions:
     """One burst: where things are, how long, and the training settings."""
 
     out: Path
-    minutes: float = 8.0            # teacher training
+    minutes: float = 8.0            # teacher training (0: no teacher at all)
     budget_minutes: float = 9.5     # the whole command from its start (the student gets what is left)
     pack: Path = PACK
     run_dir: Path = RUN_DIR
     weights_dir: Path = Path("weights")
     student: str | None = "student-2k"
+    kd: bool = True                 # distil the student from the teacher; False: the RD loss alone
     batch: int = 32
     crop: int = 256
     lr: float | None = None         # None: the full profiles' (teacher 2e-4, student 5e-4; cosine goes on)
@@ -172,10 +174,25 @@ def _start(trainer, weights: Path) -> str:
     return f"{weights} at step {trainer.step}"
 
 
+def _build(name: str, weights: Path, device):
+    """The preset ``name`` with as many rate points as ``weights`` hold (a model built with 6 cannot load
+    an 8-point file), on ``device``."""
+    from codec.registry import create_model
+    from codec.weights import rate_points_of
+
+    if not weights.is_file():
+        raise ValueError(f"no weights to go on from at {weights}")
+    model = create_model(name)
+    if hasattr(model, "set_rate_points"):
+        model.set_rate_points(rate_points_of(weights))   # on the CPU, before anything holds the parameters
+    return model.to(device)
+
+
 def _phase(name: str, model, profile: dict, o: BurstOptions, sampler, device, seconds: float,
            max_steps, weights: Path, distiller=None) -> tuple[dict, object]:
-    """Train one model for ``seconds`` (or ``max_steps``) from ``weights``; returns its summary and trainer."""
-    from training import TrainConfig
+    """Train one model for ``seconds`` (or ``max_steps``) from ``weights``, with KD where ``distiller`` is
+    given; returns its summary and trainer."""
+    from training import TrainConfig, lr_at
 
     cfg = TrainConfig(**{**profile, "batch": o.batch, "crop": o.crop, "bf16": o.bf16,
                          "channels_last": o.channels_last, "snapshot_every_s": o.snapshot_minutes * 60,
@@ -188,8 +205,6 @@ def _phase(name: str, model, profile: dict, o: BurstOptions, sampler, device, se
         meta["kd_teacher_step"] = distiller.teacher_step
     if o.dry:
         shutil.rmtree(o.run_dir / name, ignore_errors=True)
-    if not weights.is_file():
-        raise ValueError(f"no weights to go on from at {weights}")
     trainer = _trainer_class()(model, cfg, o.run_dir / name, sampler, o.out, name, seconds, max_steps, meta,
                                extra_loss=distiller, extra_modules=distiller)
     started = _start(trainer, weights)
@@ -200,6 +215,8 @@ def _phase(name: str, model, profile: dict, o: BurstOptions, sampler, device, se
     wall = time.monotonic() - t0
     steps = trainer.step - trainer.start[1]
     return {"from": started, "to_step": trainer.step, "steps": steps, "seconds": round(wall, 1), "lr": cfg.lr,
+            "lr_from": float(f"{lr_at(trainer.start[1], cfg):.3g}"),  # the schedule's, at the step it went on from
+            "loss": "rd" if distiller is None else "rd + kd", "rate_points": getattr(model, "num_qualities", None),
             "ema": getattr(cfg, "ema", 0.0),
             "steps_per_s": round(steps / max(wall, 1e-9), 3),
             "crops_per_s": round(steps * o.batch / max(wall, 1e-9), 1), "snapshots": trainer.snapshots,
@@ -241,9 +258,9 @@ def _write_summary(o: BurstOptions, summary: dict) -> None:
 
 
 def run_burst(o: BurstOptions) -> dict:
-    """Teacher for ``o.minutes`` from the shipped weights, then the student from it in the time left;
-    weights, logs and gpu.json go to ``o.out``. Returns the summary (also in gpu.json)."""
-    from codec.registry import create_model
+    """Teacher for ``o.minutes`` from the shipped weights (none at 0), then the student (RD loss alone, or
+    KD from that teacher) in the time left; weights, logs and gpu.json go to ``o.out``. Returns the summary
+    (also in gpu.json)."""
     from training.teacher import PROFILES as TEACHER_PROFILES
 
     from .losses import Distiller, KDWeights
@@ -255,6 +272,8 @@ def run_burst(o: BurstOptions) -> dict:
     rank, world = int(os.environ.get("RANK", 0)), _world()
     if o.batch % world:
         raise ValueError(f"batch {o.batch} does not split over {world} processes")
+    if o.student and o.kd and o.minutes <= 0:
+        raise ValueError("distillation needs the teacher phase: --minutes above 0, or --no-kd")
     summary = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "dry": o.dry, "device": _device_name(device),
                "world": world, "torch": torch.__version__, "env": o.env, "options": asdict(o), "phases": {}}
     _write_summary(o, summary)
@@ -262,19 +281,24 @@ def run_burst(o: BurstOptions) -> dict:
         tiles = load_pack(o.pack)
         summary["pack"] = {"tiles": int(tiles.shape[0]), "tile": int(tiles.shape[-1])}
         sampler = TileSampler(tiles, o.crop, o.batch // world, device, seed=o.seed + 1000 * rank)
-        teacher = create_model("teacher").to(device)
         summary["setup_s"] = round(time.monotonic() - t_start, 1)
-        phase, trainer = _phase("teacher", teacher, TEACHER_PROFILES["full"], o, sampler, device, o.minutes * 60,
-                                o.teacher_steps, o.weights_dir / "teacher.safetensors")
-        summary["phases"]["teacher"] = phase
-        _write_summary(o, summary)
+        if o.minutes > 0:
+            weights = o.weights_dir / "teacher.safetensors"
+            teacher = _build("teacher", weights, device)
+            phase, trainer = _phase("teacher", teacher, TEACHER_PROFILES["full"], o, sampler, device,
+                                    o.minutes * 60, o.teacher_steps, weights)
+            summary["phases"]["teacher"] = phase
+            _write_summary(o, summary)
         left = o.budget_minutes * 60 - (time.monotonic() - t_start) - END_MARGIN_S
         if o.student and (left >= MIN_STUDENT_S or o.dry):
-            student = create_model(o.student).to(device)
-            distiller = Distiller(AutocastTeacher(teacher, o.bf16), student, KDWeights()).to(device)
-            distiller.teacher_step = trainer.step
+            weights = o.weights_dir / f"{o.student}.safetensors"
+            student = _build(o.student, weights, device)
+            distiller = None
+            if o.kd:
+                distiller = Distiller(AutocastTeacher(teacher, o.bf16), student, KDWeights()).to(device)
+                distiller.teacher_step = trainer.step
             phase, _ = _phase(o.student, student, STUDENT_PROFILES["full"], o, sampler, device, max(left, 1.0),
-                              o.student_steps, o.weights_dir / f"{o.student}.safetensors", distiller)
+                              o.student_steps, weights, distiller)
             summary["phases"][o.student] = phase
         elif o.student:
             summary["phases"][o.student] = {"skipped": f"{left:.0f} s left, under {MIN_STUDENT_S:.0f}"}

@@ -2,7 +2,8 @@
 from them, weights go back in parts within the return limits and come back whole, carried wheels install
 without pip, stand-ins let compressai and the codec import without torchvision, scipy or Pillow, and the
 rehearsal of `make gpu DRY=1` (pack, resume from the shipped weights, snapshots, parts, unpack, codec
-encode and decode with the unpacked weights) runs end to end."""
+encode and decode with the unpacked weights) runs end to end, with a teacher and KD or (the default of
+`make gpu`) the eight-point student-2k-gmm alone on the RD loss, no teacher built."""
 from __future__ import annotations
 
 import json
@@ -187,3 +188,38 @@ def test_rehearsal_end_to_end(tmp_path, tiny_pack):
         assert int(meta["step"]) == shipped + steps and float(meta["gpu_s"]) > 0
         assert "decoded" in rows[name]["roundtrip"]
     assert rows["student-2k"]["kd_teacher_step"] == str(int(rows["teacher"]["step"]))
+
+
+def test_rd_only_student_burst_builds_no_teacher_and_keeps_eight_points(tmp_path, tiny_pack, monkeypatch):
+    import codec.registry
+    from codec.weights import load_model, rate_points_of, weights_metadata
+    from distill.gpu_burst import BurstOptions, run_burst
+    from distill.gpu_parts import read_parts
+
+    built, create = [], codec.registry.create_model
+
+    def counted(name, *args, **kw):
+        built.append(name)
+        return create(name, *args, **kw)
+    monkeypatch.setattr(codec.registry, "create_model", counted)
+    out, into, name = tmp_path / "out", tmp_path / "weights", "student-2k-gmm"
+    given = dict(pack=tiny_pack, run_dir=tmp_path / "run", student=name, minutes=0.0)
+    with pytest.raises(ValueError, match="--no-kd"):
+        run_burst(BurstOptions.rehearsal(out, **given))
+    summary = run_burst(BurstOptions.rehearsal(out, kd=False, **given))
+    assert built == [name] and summary["return_check"] == "ok"
+    assert list(summary["phases"]) == [name] and summary["phases"][name]["steps"] == 3
+    assert summary["phases"][name]["loss"] == "rd" and summary["phases"][name]["rate_points"] == 8
+    assert sorted(p.name for p in out.iterdir()) == ["gpu.json", f"{name}-0.safetensors", f"{name}-log.csv"]
+    assert "kd_teacher_step" not in read_parts(out)[name][1]
+    row, = unpack(out, into)
+    shipped = ROOT / "weights" / f"{name}.safetensors"
+    meta = weights_metadata(into / f"{name}.safetensors")
+    assert meta["preset"] == name and int(meta["step"]) == int(weights_metadata(shipped)["step"]) + 3
+    assert rate_points_of(into / f"{name}.safetensors") == rate_points_of(shipped) == 8
+    model = load_model(str(into / f"{name}.safetensors"))
+    assert model.name == name and model.num_qualities == 8
+    tables = {k: v.clone() for k, v in model.state_dict().items() if k.endswith("_quantized_cdf")}
+    assert any("mixture" in type(m).__name__.lower() for m in model.modules())
+    model.update(force=True)  # the stored tables are those of the returned weights (the mixture's included)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in tables.items())
