@@ -15,6 +15,10 @@ import torch
 PACK = Path("gpu/crops.npz")
 PACK_FORMAT = "lightcodec-tiles-1"   # per tile: G, R-G, B-G mod 256, gradient-predicted, lzma
 PACK_MIB = 18.0
+# 576-pixel tiles: the student's 512x512 crops (clearly better than 256x256: the hyper-latent needs a big grid)
+# with 65 x 65 offsets (and flips) per tile. 18 MiB holds about 15 Mpixel whatever the side (45 tiles of 576 from
+# 31 photos; 55 of 512 from 30, but a 512 crop of a 512 tile has no offsets; 144 of 320 from 35).
+TILE = 576
 
 
 def encode_tile(tile) -> bytes:
@@ -60,7 +64,7 @@ def _candidates(scaled: dict, tile: int, detail: float, rng) -> dict:
     return {s: sorted(c, reverse=True) for s, c in out.items()}
 
 
-def make_pack(paths: list, out: str | Path, tile: int = 320, max_mib: float = PACK_MIB, detail: float = 1.0,
+def make_pack(paths: list, out: str | Path, tile: int = TILE, max_mib: float = PACK_MIB, detail: float = 1.0,
               scales: tuple[float, ...] = (1.0, 0.75, 0.5), seed: int = 0, max_tiles: int | None = None) -> dict:
     """Pack detail-weighted tiles of the training photos (equal shares per scale, like CropDataset's
     scales) into one .npz of at most ``max_mib`` MiB; returns what went in."""
@@ -126,7 +130,8 @@ class TileSampler:
 
     def __init__(self, tiles, crop: int, batch: int, device, seed: int = 0):
         if crop > tiles.shape[-1]:
-            raise ValueError(f"crop {crop} is larger than the packed tiles ({tiles.shape[-1]})")
+            raise ValueError(f"crop {crop} is larger than the packed tiles ({tiles.shape[-1]}): make gpu-pack "
+                             f"GPU_TILE={crop} or more, or a smaller crop")
         self.tiles, self.crop, self.batch = tiles.to(device), crop, batch
         self.gen = torch.Generator(device=device).manual_seed(seed)
         self.span = torch.arange(crop, device=device)
