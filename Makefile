@@ -83,19 +83,27 @@ clean:
 	rm -rf runs results/tmp .pytest_cache
 
 # A GPU burst (docs/gpu.md). Here: `make gpu-pack` (training tiles, gpu/crops.npz, <= 18 MiB, and the wheels
-# the GPU machine's python3 lacks, gpu/wheels); there: `make gpu PY=python3 OUT=$OUT` (teacher MINUTES from the
-# shipped weights, then GPU_STUDENT distilled from it in what is left of BUDGET minutes; GPU_ARGS: more flags of
-# `python -m distill.gpu run`, e.g. --batch 64); back here: `python -m distill.gpu unpack DIR`.
-# `make gpu DRY=1 OUT=DIR` rehearses it all on the CPU and unpacks into GPU_DRY_WEIGHTS (about 2 minutes).
+# the GPU machine's python3 lacks, gpu/wheels); there: `make gpu PY=python3 OUT=$OUT`: GPU_STUDENT from its shipped
+# weights on the RD loss alone for BUDGET minutes, GPU_BATCH crops of GPU_CROP (KD from the teacher did not pay,
+# bigger crops did). The old teacher-then-KD burst: `make gpu MINUTES=8 GPU_KD=yes GPU_STUDENT=student-2k
+# GPU_CROP=256 GPU_BATCH=32` (teacher MINUTES, then the student distilled from it in what is left of BUDGET).
+# GPU_ARGS: more flags of `python -m distill.gpu run`, e.g. --lr 1e-4; back here: `python -m distill.gpu unpack DIR`.
+# `make gpu DRY=1 OUT=DIR` rehearses it on the CPU (a few steps of batch 2 at GPU_CROP) and unpacks into
+# GPU_DRY_WEIGHTS (about a minute; three with a teacher).
 .PHONY: gpu gpu-pack gpu-wheels
 GPU_PACK ?= gpu/crops.npz
 GPU_WHEELS ?= gpu/wheels
 GPU_PYVER ?= 3.12
 GPU_WHEEL_PINS ?= compressai==1.2.8 pytorch-msssim==1.0.0 einops==0.8.2 tqdm==4.70.1 safetensors==0.8.0
 GPU_WHEEL_EXTRA ?=
-MINUTES ?= 8
+MINUTES ?= 0
 BUDGET ?= 9.5
-GPU_STUDENT ?= student-2k
+GPU_STUDENT ?= student-2k-gmm
+GPU_KD ?= no
+# 512x512 crops of 576-pixel tiles (distill/gpu_pack.py says why); 16 a step: the CPU runs' batch 2 x 8
+GPU_TILE ?= 576
+GPU_CROP ?= 512
+GPU_BATCH ?= 16
 GPU_ARGS ?=
 OUT ?= runs/gpu-out
 GPU_DRY_WEIGHTS ?= runs/gpu-dry/weights
@@ -106,14 +114,16 @@ gpu-wheels: venv
 		--platform manylinux2014_x86_64 -d $(GPU_WHEELS) $(GPU_WHEEL_PINS) $(GPU_WHEEL_EXTRA)
 
 $(GPU_PACK): | venv data
-	$(PYTHON) -m distill.gpu pack --out $@
+	$(PYTHON) -m distill.gpu pack --out $@ --tile $(GPU_TILE)
 
 gpu-pack: venv data gpu-wheels
-	$(PYTHON) -m distill.gpu pack --out $(GPU_PACK)
+	$(PYTHON) -m distill.gpu pack --out $(GPU_PACK) --tile $(GPU_TILE)
 
+# The rehearsal keeps the real crop (a pack of smaller tiles fails here, not there) and the minutes (0: no teacher)
 gpu: $(if $(DRY),venv data $(GPU_PACK))
 	$(if $(DRY),$(PYTHON),$(PY)) -m distill.gpu run --out $(OUT) --pack $(GPU_PACK) --wheels $(GPU_WHEELS) \
-		--student $(GPU_STUDENT) $(if $(DRY),--dry,--minutes $(MINUTES) --budget $(BUDGET)) $(GPU_ARGS)
+		--student $(GPU_STUDENT) --minutes $(MINUTES) --crop $(GPU_CROP) $(if $(filter no,$(GPU_KD)),--no-kd) \
+		$(if $(DRY),--dry,--budget $(BUDGET) --batch $(GPU_BATCH)) $(GPU_ARGS)
 	$(if $(DRY),$(PYTHON) -m distill.gpu check $(OUT))
 	$(if $(DRY),$(PYTHON) -m distill.gpu unpack $(OUT) --into $(GPU_DRY_WEIGHTS) --verify)
 
