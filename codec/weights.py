@@ -140,15 +140,23 @@ def load_model(name_or_path: str, weights: str | Path | None = None):
     if not path.is_file():
         raise WeightsError(f"no weights for {name!r} at {path}: train it first or pass --weights")
     try:
-        model = create_model(name)
+        model = model_for_weights(name, path)
     except KeyError as e:
         raise WeightsError(str(e.args[0])) from None
-    replay_plan_of(model, path)
-    model.set_rate_points(rate_points_of(path))
     load_weights(model, path).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     model.frozen_id = model_id(model)
+    return model
+
+
+def model_for_weights(name: str, path: str | Path | None = None, rate_points: int = 0):
+    """Preset ``name`` built to take the weights at ``path`` (not loaded): their pruned shapes, if they carry a
+    pruning plan, and ``rate_points`` rate points, else as many as the file holds, else the preset's own."""
+    model = create_model(name)
+    if path:
+        replay_plan_of(model, path)
+    model.set_rate_points(rate_points or (rate_points_of(path) if path else model.num_qualities))
     return model
 
 

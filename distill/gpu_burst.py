@@ -177,15 +177,11 @@ def _start(trainer, weights: Path) -> str:
 def _build(name: str, weights: Path, device):
     """The preset ``name`` with as many rate points as ``weights`` hold (a model built with 6 cannot load
     an 8-point file), on ``device``."""
-    from codec.registry import create_model
-    from codec.weights import rate_points_of
+    from codec.weights import model_for_weights
 
     if not weights.is_file():
         raise ValueError(f"no weights to go on from at {weights}")
-    model = create_model(name)
-    if hasattr(model, "set_rate_points"):
-        model.set_rate_points(rate_points_of(weights))   # on the CPU, before anything holds the parameters
-    return model.to(device)
+    return model_for_weights(name, weights).to(device)   # sized on the CPU, before anything holds the parameters
 
 
 def _phase(name: str, model, profile: dict, o: BurstOptions, sampler, device, seconds: float,

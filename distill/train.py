@@ -4,9 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from codec.registry import create_model
 from training import TrainConfig, Trainer, continue_from, dist_info, export_trained, plot_log
-from codec.weights import load_weights, rate_points_of, replay_plan_of, shipped_weights
+from codec.weights import load_weights, model_for_weights, shipped_weights
 
 from .losses import Distiller, KDWeights
 from .teachers import load_teacher
@@ -32,12 +31,9 @@ def distill(student_name: str, teacher_weights: str | Path | None, run_dir: str 
     if steps:
         cfg.steps = steps
     kd = kd or KDWeights()
-    student = create_model(student_name)
-    if init:
-        replay_plan_of(student, init)   # a pruned student trains (and is exported) with its pruned shapes
-    # before the weights load (a file with fewer rate points is extended, one with as many kept as they are)
-    # and before the distiller copies the lambdas
-    student.set_rate_points(cfg.rate_points or (rate_points_of(init) if init else student.num_qualities))
+    # a pruned student trains (and is exported) with its pruned shapes; its rate points are set before the
+    # weights load (a file with fewer is extended, one with as many kept) and before the distiller copies the lambdas
+    student = model_for_weights(student_name, init, cfg.rate_points)
     if init:
         load_weights(student, init, partial=True)  # an option model may start from its base's weights
     distiller = None

@@ -191,17 +191,17 @@ def test_rehearsal_end_to_end(tmp_path, tiny_pack):
 
 
 def test_rd_only_student_burst_builds_no_teacher_and_keeps_eight_points(tmp_path, tiny_pack, monkeypatch):
-    import codec.registry
+    import codec.weights
     from codec.weights import load_model, rate_points_of, weights_metadata
     from distill.gpu_burst import BurstOptions, run_burst
     from distill.gpu_parts import read_parts
 
-    built, create = [], codec.registry.create_model
+    built, create = [], codec.weights.create_model
 
     def counted(name, *args, **kw):
         built.append(name)
         return create(name, *args, **kw)
-    monkeypatch.setattr(codec.registry, "create_model", counted)
+    monkeypatch.setattr(codec.weights, "create_model", counted)   # the burst builds through model_for_weights
     out, into, name = tmp_path / "out", tmp_path / "weights", "student-2k-gmm"
     given = dict(pack=tiny_pack, run_dir=tmp_path / "run", student=name, minutes=0.0)
     with pytest.raises(ValueError, match="--no-kd"):

@@ -6,8 +6,7 @@ import sys
 from pathlib import Path
 
 from codec.paths import RUNS_DIR
-from codec.registry import create_model
-from codec.weights import load_weights, rate_points_of, shipped_weights
+from codec.weights import load_weights, model_for_weights, shipped_weights
 
 from .checkpoints import continue_from, export_trained, plot_log
 from .loop import TrainConfig, Trainer
@@ -33,8 +32,7 @@ def train_teacher(images: list, profile: str = "quick", run_dir: str | Path | No
     if steps:
         cfg.steps = steps
     run_dir = Path(run_dir or RUNS_DIR / f"teacher-{profile}")
-    model = create_model("teacher")
-    model.set_rate_points(cfg.rate_points or (rate_points_of(init) if init else model.num_qualities))
+    model = model_for_weights("teacher", init, cfg.rate_points)
     if init:
         load_weights(model, init)
     trainer = Trainer(model, cfg, run_dir, images)
