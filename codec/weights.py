@@ -183,6 +183,16 @@ def weights_metadata(path: str | Path) -> dict:
         raise WeightsError(f"cannot read weights {path}: {e}") from None
 
 
+def parameters_missing_from(model, path: str | Path) -> frozenset[str]:
+    """Names of ``model``'s parameters that the weights file at ``path`` has no tensor for (new blocks)."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            stored = set(f.keys())
+    except (OSError, SafetensorError) as e:
+        raise WeightsError(f"cannot read weights {path}: {e}") from None
+    return frozenset(n for n, _ in model.named_parameters() if n not in stored)
+
+
 def rate_points_of(path: str | Path) -> int:
     """Number of rate points of the weights at ``path`` (rows of their gain vectors)."""
     try:

@@ -91,6 +91,32 @@ def test_gain_vectors_have_their_own_learning_rate_and_old_optimiser_states_stil
     assert torch.equal(fresh.opt.state[p]["exp_avg"], old.state[trainer.model.gain_steps]["exp_avg"])
 
 
+def test_new_tensors_train_at_their_own_learning_rate(tmp_path):
+    """The Trainer's ``new_names`` (what an --init file lacked) get cfg.new_lr_scale times the learning rate:
+    0 leaves them where they started while the rest trains; 10 gives their group ten times the base lr."""
+    import torch
+
+    from photos import train_images
+    from codec.registry import create_model
+    from training import TrainConfig, Trainer
+
+    model = create_model("student-1k")
+    new = frozenset(n for n, _ in model.named_parameters() if n.startswith("synthesis_y."))
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    cfg = TrainConfig(steps=3, batch=2, crop=64, log_every=1, threads=1, new_lr_scale=0.0)
+    trainer = Trainer(model, cfg, tmp_path, train_images()[:2], new_names=new)
+    trainer.train(progress=False)
+    params = dict(trainer.model.named_parameters())
+    assert all(torch.equal(params[n], start[n]) for n in new)
+    assert any(not torch.equal(params[n], start[n]) for n in params if n.startswith("analysis_y."))
+
+    cfg = TrainConfig(steps=1, batch=2, crop=64, log_every=1, threads=1, new_lr_scale=10.0)
+    trainer = Trainer(create_model("student-1k"), cfg, tmp_path / "b", train_images()[:2], new_names=new)
+    trainer.train(progress=False)
+    base, grown = trainer.opt.param_groups[:2]
+    assert len(grown["params"]) == len(new) and grown["lr"] == 10 * base["lr"] > 0
+
+
 def test_resume_loads_entropy_tables_of_another_size():
     """A run started from shipped weights rebuilds its entropy tables at another size; its checkpoint must
     still load into a model that holds the shipped tables (the resume of an ``--init`` run)."""

@@ -52,6 +52,7 @@ class TrainConfig:
     snapshot_every_s: float = 0.0  # >0: also keep weights every so often in RUN_DIR/snapshots (RD-vs-time curve)
     max_seconds: float = 0.0       # >0: end the run (normally, weights exported) after this much training time
     gain_lr_scale: float = 1.0     # learning-rate factor of the rate points' gain vectors (YUVCodec.gain_steps)
+    new_lr_scale: float = 1.0      # learning-rate factor of the Trainer's ``new_names`` (tensors the init file lacked)
     ema: float = 0.0               # >0: keep an exponential moving average of the weights (decay per step);
                                    # snapshots and exported weights are the average
     log_every: int = 10
@@ -112,7 +113,8 @@ class Trainer:
     rank 0 alone writes logs and checkpoints."""
 
     def __init__(self, model, cfg: TrainConfig, run_dir: str | Path, images: list,
-                 extra_loss: Callable | None = None, extra_modules: torch.nn.Module | None = None):
+                 extra_loss: Callable | None = None, extra_modules: torch.nn.Module | None = None,
+                 new_names: frozenset[str] = frozenset()):
         self.model, self.cfg, self.extra_loss = model, cfg, extra_loss
         self.rank, self.world = dist_info()
         self.run_dir = Path(run_dir)
@@ -138,11 +140,14 @@ class Trainer:
         elif cfg.trainable != "all":
             raise ValueError(f"trainable must be 'all' or 'encoder', not {cfg.trainable!r}")
         named = [(n, p) for n, p in model.named_parameters() if not n.endswith("quantiles") and p.requires_grad]
-        params = [p for n, p in named if n != "gain_steps"]
+        params = [p for n, p in named if n != "gain_steps" and n not in new_names]
         if extra_modules is not None:
             params += list(extra_modules.parameters())
         self.extra_modules = extra_modules
         groups = [{"params": params, "lr_scale": 1.0}]
+        new = [p for n, p in named if n in new_names]
+        if new:  # blocks that start as identities grow from zero output weights: slowly at the base lr
+            groups.append({"params": new, "lr_scale": cfg.new_lr_scale})
         gains = [p for n, p in named if n == "gain_steps"]
         if gains:  # in scale-index steps (tens), not weight units (hundredths): Adam moves both ~lr per step
             groups.append({"params": gains, "lr_scale": cfg.gain_lr_scale})
