@@ -117,6 +117,26 @@ def test_new_tensors_train_at_their_own_learning_rate(tmp_path):
     assert len(grown["params"]) == len(new) and grown["lr"] == 10 * base["lr"] > 0
 
 
+def test_a_fresh_optimiser_mid_schedule_warms_up_again(tmp_path):
+    """continue_from (weights and their step, a fresh Adam) ramps the schedule's lr up over cfg.rewarm steps
+    instead of jumping in at the mid-schedule rate."""
+    import csv
+
+    from photos import train_images
+    from codec.registry import create_model
+    from codec.weights import save_weights
+    from training import TrainConfig, Trainer, continue_from, lr_at
+
+    weights = save_weights(create_model("student-1k"), tmp_path / "w.safetensors", meta={"step": 40})
+    cfg = TrainConfig(steps=43, batch=2, crop=64, log_every=1, threads=1, warmup=5, rewarm=4)
+    trainer = Trainer(create_model("student-1k"), cfg, tmp_path / "run", train_images()[:2])
+    assert continue_from(trainer, weights) and trainer.step == 40
+    trainer.train(progress=False)
+    logged = [float(r["lr"]) for r in csv.DictReader(open(tmp_path / "run" / "log.csv"))]
+    expected = [lr_at(s, cfg) * (s - 39) / 4 for s in (40, 41, 42)]
+    assert logged == pytest.approx(expected, rel=5e-3) and logged[0] < logged[1] < lr_at(40, cfg)
+
+
 def test_resume_loads_entropy_tables_of_another_size():
     """A run started from shipped weights rebuilds its entropy tables at another size; its checkpoint must
     still load into a model that holds the shipped tables (the resume of an ``--init`` run)."""

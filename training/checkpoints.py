@@ -116,7 +116,8 @@ def export_checkpoint(name: str, run_dir: str | Path, out_path: str | Path) -> i
 
 def continue_from(trainer, weights: str | Path) -> bool:
     """Start a run from shipped weights and the step they record (no checkpoint on this machine):
-    the learning-rate schedule goes on where it stopped; the optimiser state starts afresh."""
+    the learning-rate schedule goes on where it stopped (after ``cfg.rewarm`` steps of warm-up); the optimiser
+    state starts afresh."""
     weights = Path(weights)
     if trainer.step or not weights.is_file():
         return False
@@ -124,6 +125,6 @@ def continue_from(trainer, weights: str | Path) -> bool:
     if trainer.ema is not None:
         trainer.ema = trainer._fresh_ema()
     meta = weights_metadata(weights)
-    trainer.step = int(meta.get("step", 0))
+    trainer.step = trainer.fresh_optimiser_at = int(meta.get("step", 0))
     trainer.train_s = float(meta.get("train_s", 0.0))
     return True

@@ -53,6 +53,8 @@ class TrainConfig:
     max_seconds: float = 0.0       # >0: end the run (normally, weights exported) after this much training time
     gain_lr_scale: float = 1.0     # learning-rate factor of the rate points' gain vectors (YUVCodec.gain_steps)
     new_lr_scale: float = 1.0      # learning-rate factor of the Trainer's ``new_names`` (tensors the init file lacked)
+    rewarm: int = 200              # steps of linear warm-up after a start mid-schedule with a fresh optimiser
+                                   # (``continue_from``: Adam's first steps move every weight by ~lr at once)
     ema: float = 0.0               # >0: keep an exponential moving average of the weights (decay per step);
                                    # snapshots and exported weights are the average
     log_every: int = 10
@@ -162,6 +164,7 @@ class Trainer:
         self.loader = DataLoader(data, batch_size=cfg.batch // self.world, shuffle=True, drop_last=True,
                                  num_workers=0)
         self.step = 0
+        self.fresh_optimiser_at: int | None = None   # set by continue_from: the step a fresh Adam starts at
         self.train_s = 0.0         # wall seconds of training over every resumed segment
         self.ckpt = self.run_dir / "checkpoint.pt"
         self.ema = self._fresh_ema() if cfg.ema else None
@@ -290,8 +293,11 @@ class Trainer:
         for rgb in self._batches():
             if self.step >= cfg.steps or self.interrupted or (cfg.max_seconds and time.time() - t0 > cfg.max_seconds):
                 break
+            lr = lr_at(self.step, cfg)
+            if cfg.rewarm and self.fresh_optimiser_at is not None:
+                lr *= min(1.0, (self.step - self.fresh_optimiser_at + 1) / cfg.rewarm)
             for g in self.opt.param_groups:
-                g["lr"] = lr_at(self.step, cfg) * g.get("lr_scale", 1.0)
+                g["lr"] = lr * g.get("lr_scale", 1.0)
             y, uv = rgb_to_yuv420(rgb)
             if cfg.channels_last:
                 y, uv = y.contiguous(memory_format=torch.channels_last), uv.contiguous(memory_format=torch.channels_last)
@@ -329,7 +335,7 @@ class Trainer:
             acc["n"] += 1
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 metrics = {k: acc[k] / acc["n"] for k in ("loss", "bpp", "psnr_yuv")}
-                writer.writerow([self.step, round(time.time() - t0, 1), f"{lr_at(self.step, cfg):.3g}",
+                writer.writerow([self.step, round(time.time() - t0, 1), f"{lr:.3g}",
                                  f"{metrics['loss']:.4f}", f"{metrics['bpp']:.4f}", f"{metrics['psnr_yuv']:.3f}",
                                  f"{float(aux.detach()):.2f}"])
                 logf.flush()
