@@ -82,7 +82,7 @@ curve: venv data
 clean:
 	rm -rf runs results/tmp .pytest_cache
 
-# A GPU burst (docs/gpu.md). Here: `make gpu-pack` (training tiles, gpu/crops.npz, <= 18 MiB, and the wheels
+# A GPU burst (docs/gpu.md). Here: `make gpu-pack` (training tiles as JPEG q97, gpu/crops.npz, <= 18 MiB, and the wheels
 # the GPU machine's python3 lacks, gpu/wheels); there: `make gpu PY=python3 OUT=$OUT`: GPU_STUDENT from its shipped
 # weights on the RD loss alone for BUDGET minutes, GPU_BATCH crops of GPU_CROP (KD from the teacher did not pay,
 # bigger crops did). The old teacher-then-KD burst: `make gpu MINUTES=8 GPU_KD=yes GPU_STUDENT=student-2k

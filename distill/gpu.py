@@ -31,7 +31,7 @@ STARTED = time.monotonic()  # the command's budget counts from here (before torc
 
 from . import gpu_env  # noqa: E402
 from .gpu_burst import RUN_DIR, BurstOptions, run_burst  # noqa: E402  (imports torch)
-from .gpu_pack import PACK, PACK_MIB, TILE, make_pack  # noqa: E402
+from .gpu_pack import PACK, PACK_MIB, PACK_QUALITY, TILE, make_pack  # noqa: E402
 from .gpu_parts import unpack  # noqa: E402
 
 WHEELS = Path("gpu/wheels")
@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--detail", type=float, default=1.0, help="detail weighting (as CropDataset's)")
     k.add_argument("--scales", default="1,0.75,0.5", help="downscalings, equal shares (as CropDataset's)")
     k.add_argument("--max-tiles", type=int)
+    k.add_argument("--quality", type=int, default=PACK_QUALITY,
+                   help="JPEG quality of the tiles (4:4:4), 0 = lossless (about 2.2x fewer pixels in the same MiB)")
     k.add_argument("--seed", type=int, default=0)
     r = sub.add_parser("run", help="the burst (on the GPU machine), or its CPU rehearsal (--dry)")
     r.add_argument("--out", default=os.environ.get("OUT"), help="returned files (default $OUT)")
@@ -82,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "pack":
             from photos import train_images
             scales = tuple(float(s) for s in a.scales.split(","))
-            info = make_pack(train_images(a.data), a.out, a.tile, a.max_mib, a.detail, scales, a.seed, a.max_tiles)
+            info = make_pack(train_images(a.data), a.out, a.tile, a.max_mib, a.detail, scales, a.seed, a.max_tiles,
+                             a.quality)
             print(json.dumps(info))
         elif a.cmd == "unpack":
             for row in unpack(a.src, a.into, a.verify):

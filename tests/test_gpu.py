@@ -28,7 +28,7 @@ def tiny_pack(tmp_path_factory) -> Path:
     from photos import train_images
 
     out = tmp_path_factory.mktemp("pack") / "crops.npz"
-    info = make_pack(train_images()[:3], out, tile=96, max_tiles=6, max_mib=1.0)
+    info = make_pack(train_images()[:3], out, tile=96, max_tiles=6, max_mib=1.0, quality=0)
     assert info["tiles"] == 6 and sum(info["per_scale"].values()) == 6
     return out
 
@@ -49,6 +49,31 @@ def test_pack_is_lossless_and_within_its_size(tiny_pack, tmp_path):
     assert (tmp_path / "small.npz").stat().st_size <= 0.1 * 2**20 and 0 < small["tiles"]
     with pytest.raises(ValueError, match="no 4096x4096 tile fits"):
         make_pack(train_images()[:1], tmp_path / "none.npz", tile=4096)
+
+
+def test_jpeg_pack_holds_more_tiles_close_to_the_photos(tiny_pack, tmp_path):
+    """The default pack stores 4:4:4 JPEGs of quality 97: the same tiles within ~40 dB, and more of them in
+    the same MiB than the lossless pack; a quality outside 0-100 and a damaged tile are one-line errors."""
+    from photos import train_images
+
+    lossless = load_pack(tiny_pack).float()
+    info = make_pack(train_images()[:3], tmp_path / "jpeg.npz", tile=96, max_tiles=6, max_mib=1.0)
+    tiles = load_pack(tmp_path / "jpeg.npz").float()
+    assert info["tiles_as"] == "jpeg 97" and tiles.shape == lossless.shape
+    mse = (tiles - lossless).pow(2).mean(dim=(1, 2, 3))
+    assert (10 * torch.log10(255**2 / mse.clamp_min(1e-9)) > 40).all()
+    small = {q: make_pack(train_images()[:3], tmp_path / f"s{q}.npz", tile=96, max_mib=0.1, quality=q)["tiles"]
+             for q in (0, 97)}
+    assert small[97] > 1.5 * small[0]
+    with pytest.raises(ValueError, match="not 0 .lossless. to 100"):
+        make_pack(train_images()[:1], tmp_path / "bad.npz", tile=96, quality=101)
+    with np.load(tmp_path / "jpeg.npz") as z:
+        parts = dict(z)
+    parts["blob"] = parts["blob"].copy()
+    parts["blob"][: parts["offsets"][1]] = 0
+    np.savez(tmp_path / "broken.npz", **parts)
+    with pytest.raises(ValueError, match="cannot read training pack"):
+        load_pack(tmp_path / "broken.npz")
 
 
 def test_missing_or_foreign_pack_is_a_one_line_error(tmp_path):
