@@ -5,6 +5,7 @@ the repository small; the model id is computed from the tensors as loaded, so en
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -173,35 +174,36 @@ def replay_plan_of(model, path: str | Path):
     return model
 
 
-def weights_metadata(path: str | Path) -> dict:
-    """The string metadata stored in a safetensors weights file."""
-    from safetensors import safe_open
+@contextlib.contextmanager
+def _header_of(path: str | Path):
+    """The safetensors file at ``path`` opened lazily (header only until a tensor is read); WeightsError if
+    it cannot be read."""
     try:
         with safe_open(str(path), "pt") as f:
-            return f.metadata() or {}
+            yield f
     except (OSError, SafetensorError) as e:
         raise WeightsError(f"cannot read weights {path}: {e}") from None
+
+
+def weights_metadata(path: str | Path) -> dict:
+    """The string metadata stored in a safetensors weights file."""
+    with _header_of(path) as f:
+        return f.metadata() or {}
 
 
 def parameters_missing_from(model, path: str | Path) -> frozenset[str]:
     """Names of ``model``'s parameters that the weights file at ``path`` has no tensor for (new blocks)."""
-    try:
-        with safe_open(str(path), "pt") as f:
-            stored = set(f.keys())
-    except (OSError, SafetensorError) as e:
-        raise WeightsError(f"cannot read weights {path}: {e}") from None
+    with _header_of(path) as f:
+        stored = set(f.keys())
     return frozenset(n for n, _ in model.named_parameters() if n not in stored)
 
 
 def rate_points_of(path: str | Path) -> int:
     """Number of rate points of the weights at ``path`` (rows of their gain vectors)."""
-    try:
-        with safe_open(str(path), "pt") as f:
-            if "gain_steps" not in f.keys():
-                raise WeightsError(f"weights {path} have no gain vectors (gain_steps)")
-            return int(f.get_slice("gain_steps").get_shape()[0])
-    except (OSError, SafetensorError) as e:
-        raise WeightsError(f"cannot read weights {path}: {e}") from None
+    with _header_of(path) as f:
+        if "gain_steps" not in f.keys():
+            raise WeightsError(f"weights {path} have no gain vectors (gain_steps)")
+        return int(f.get_slice("gain_steps").get_shape()[0])
 
 
 def _preset_of(path: Path) -> str:

@@ -1,8 +1,8 @@
 """The packed training tiles of a GPU burst: ``make_pack`` draws detail-weighted, non-overlapping tiles of the
 training photos at several scales (equal shares, as CropDataset draws them) and stores each losslessly
 (``encode_tile``: G, R-G, B-G, gradient-predicted, lzma) or as a JPEG of high quality (4:4:4, Pillow; about 2.2
-times the pixels at quality 97) in one .npz of at most 18 MiB that travels to the GPU machine; ``load_pack`` reads it back there and ``TileSampler`` draws random crops (with flips) of it on the
-device the model trains on. Used by distill.gpu (``pack``) and distill.gpu_burst (``run``).
+times the pixels at quality 97) in one .npz of at most 18 MiB that travels to the GPU machine; ``load_pack``
+reads it back there and ``TileSampler`` draws random crops (with flips) of it on the device the model trains on. Used by distill.gpu (``pack``) and distill.gpu_burst (``run``).
 """
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ PACK_FORMAT_JPEG = "lightcodec-tiles-jpeg-1"   # per tile: a 4:4:4 JPEG (Pillow)
 PACK_QUALITY = 97
 PACK_MIB = 18.0
 # 576-pixel tiles: the student's 512x512 crops (clearly better than 256x256: the hyper-latent needs a big grid)
-# with 65 x 65 offsets (and flips) per tile. 18 MiB holds about 15 Mpixel whatever the side (45 tiles of 576 from
-# 31 photos; 55 of 512 from 30, but a 512 crop of a 512 tile has no offsets; 144 of 320 from 35).
+# with 65 x 65 offsets (and flips) per tile. Losslessly, 18 MiB holds about 15 Mpixel whatever the side (45 tiles
+# of 576 from 31 photos; 55 of 512 from 30, but a 512 crop of a 512 tile has no offsets; 144 of 320 from 35); as
+# JPEGs of quality 97, 103 tiles of 576 from 38 photos, 34.2 Mpixel.
 TILE = 576
 
 
