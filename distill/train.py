@@ -5,7 +5,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from training import TrainConfig, Trainer, continue_from, dist_info, export_trained, plot_log
-from codec.weights import load_weights, model_for_weights, parameters_missing_from, shipped_weights
+from codec.weights import (load_weights, model_for_weights, parameters_missing_from, shipped_weights,
+                           weights_metadata)
 
 from .losses import Distiller, KDWeights
 from .teachers import load_teacher
@@ -34,17 +35,18 @@ def distill(student_name: str, teacher_weights: str | Path | None, run_dir: str 
     # a pruned student trains (and is exported) with its pruned shapes; its rate points are set before the
     # weights load (a file with fewer is extended, one with as many kept) and before the distiller copies the lambdas
     student = model_for_weights(student_name, init, cfg.rate_points)
-    new_names = frozenset()
+    new_names, lineage = frozenset(), None
     if init:
         load_weights(student, init, partial=True)  # an option model may start from its base's weights
         new_names = parameters_missing_from(student, init)
+        lineage = weights_metadata(init)
     distiller = None
     if kd.enabled():
         if not teacher_weights:
             raise ValueError("distillation needs --teacher weights (or switch every term off with --no-kd)")
         distiller = Distiller(load_teacher(teacher_weights), student, kd)
     trainer = Trainer(student, cfg, run_dir, images, extra_loss=distiller, extra_modules=distiller,
-                      new_names=new_names)
+                      new_names=new_names, lineage=lineage)
     resumed = resume and trainer.resume()
     if not resumed and resume and profile == "full" and not init:
         resumed = continue_from(trainer, shipped_weights(student_name))
@@ -56,7 +58,7 @@ def distill(student_name: str, teacher_weights: str | Path | None, run_dir: str 
     if dist_info()[0] == 0 and not trainer.interrupted:
         out = Path(out) if out else Path(run_dir) / f"{student_name}.safetensors"
         with trainer.averaged():
-            export_trained(student, run_dir, out, trainer.step, train_s=round(trainer.train_s, 1))
+            export_trained(student, run_dir, out, **trainer.weights_meta())
         plot_log(run_dir)
         summary["weights"] = str(out)
     return summary

@@ -195,3 +195,34 @@ def test_more_rate_points_train_from_six_point_weights_and_code(tmp_path):
     again = tmp_path / "again.safetensors"     # from eight-point weights, no flag: eight points, kept as trained
     distill("student-1k", None, tmp_path / "c", train_images()[:2], steps=1, **{**kw, "init": out, "out": again})
     assert torch.allclose(load_model(str(again)).gain_steps, gains, atol=1e-2)
+
+
+def test_weights_trained_from_a_file_add_up_its_steps_and_time(tmp_path):
+    """--init: the exported weights and the snapshots add this run's steps and seconds to the start file's
+    (a long run split over sessions reads as one), keep this run's own share, carry a GPU burst's record
+    and extend the history."""
+    from codec.registry import create_model
+    from codec.weights import save_weights, weights_metadata
+    from distill.losses import KDWeights
+    from distill.train import distill
+    from photos import train_images
+
+    start = tmp_path / "start.safetensors"
+    save_weights(create_model("student-1k"), start,
+                 meta={"step": 1000, "train_s": 3600.0, "gpu_s": 60.0, "history": "1,000 steps by hand"})
+    out = tmp_path / "out.safetensors"
+    distill("student-1k", None, tmp_path / "run", train_images()[:1], kd=KDWeights(0, 0, 0), steps=2, threads=1,
+            out=out, init=start, progress=False, batch=2, crop=64, snapshot_every_s=1e-6)
+    meta = weights_metadata(out)
+    assert int(meta["step"]) == 1002 and int(meta["run_step"]) == 2 and float(meta["run_train_s"]) > 0
+    assert float(meta["train_s"]) == pytest.approx(3600.0 + float(meta["run_train_s"]), abs=0.11)
+    assert meta["gpu_s"] == "60.0"
+    assert meta["history"].startswith("1,000 steps by hand; then 2 steps (") and "64x64 crops, batch 2" in meta["history"]
+    assert weights_metadata(tmp_path / "run" / "snapshots" / "step-0000002.safetensors")["step"] == "1002"
+
+    again = tmp_path / "again.safetensors"        # from a file without a history: one is made from its step
+    distill("student-1k", None, tmp_path / "run2", train_images()[:1], kd=KDWeights(0, 0, 0), steps=1, threads=1,
+            out=again, init=out, progress=False, batch=2, crop=64)
+    assert weights_metadata(again)["step"] == "1003"
+    from training.checkpoints import lineage_meta       # a start file without a history: one from its step
+    assert lineage_meta({"step": "5", "train_s": "7200.0"}, 1, 1.0, "x")["history"] == "step 5 (2.00 CPU-h); then 1 steps (1 s): x"

@@ -1,5 +1,6 @@
 """Checkpoints and weights of a training run: safe loading (tensors and numbers only), atomic writes,
-exporting weights with their step and training time, continuing from shipped weights, the run's plot."""
+exporting weights with their step and training time (added up over the runs a file descends from), continuing
+from shipped weights, the run's plot."""
 from __future__ import annotations
 
 import csv
@@ -97,6 +98,25 @@ def export_trained(model, run_dir: str | Path, out_path: str | Path, step: int |
     model.update(force=True)
     meta = {k: v for k, v in {"step": step, **meta}.items() if v is not None}
     return save_weights(model, out_path, meta=meta or None)
+
+
+# what a GPU burst's weights record of it, carried into every file trained from them
+CARRIED_META = ("gpu_s", "gpu_steps", "gpu", "gpu_world", "gpu_batch", "gpu_crop")
+
+
+def lineage_meta(base: dict | None, step: int, train_s: float, what: str) -> dict:
+    """Metadata of weights trained ``step`` steps (``train_s`` seconds) from a start file whose metadata is
+    ``base`` (None: from random weights): step and train_s count the whole lineage, so that a long run split
+    over sessions, machines and ``--init`` restarts reads as one; this run's share is kept in run_step and
+    run_train_s, and ``history`` says what each stage was (``what``: this one)."""
+    if not base:
+        return {"step": step, "train_s": train_s}
+    base_step, base_s = int(base.get("step", 0)), float(base.get("train_s", 0.0))
+    before = base.get("history") or f"step {base_step:,} ({base_s / 3600:.2f} CPU-h)"
+    meta = {k: base[k] for k in CARRIED_META if k in base}
+    meta.update(step=base_step + step, train_s=round(base_s + train_s, 1), run_step=step,
+                run_train_s=round(train_s, 1), history=f"{before}; then {step:,} steps ({train_s:,.0f} s): {what}")
+    return meta
 
 
 def export_checkpoint(name: str, run_dir: str | Path, out_path: str | Path) -> int:

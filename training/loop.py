@@ -27,7 +27,7 @@ from codec.color import rgb_to_yuv420
 from codec.weights import fit_entropy_tables
 
 from .checkpoints import (CheckpointError, atomic_save, first_line, checkpoint_train_seconds, export_trained,
-                          load_checkpoint)
+                          lineage_meta, load_checkpoint)
 from .crops import CropDataset
 
 # The transforms only the encoder runs (TrainConfig.trainable="encoder" trains these alone).
@@ -116,8 +116,9 @@ class Trainer:
 
     def __init__(self, model, cfg: TrainConfig, run_dir: str | Path, images: list,
                  extra_loss: Callable | None = None, extra_modules: torch.nn.Module | None = None,
-                 new_names: frozenset[str] = frozenset()):
+                 new_names: frozenset[str] = frozenset(), lineage: dict | None = None):
         self.model, self.cfg, self.extra_loss = model, cfg, extra_loss
+        self.lineage = lineage     # metadata of the weights this run started from (``--init``), if any
         self.rank, self.world = dist_info()
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -360,6 +361,13 @@ class Trainer:
         model.eval()
         return metrics
 
+    def weights_meta(self) -> dict:
+        """Step, training seconds and history to record in this run's weights, counted over the lineage of
+        the file it started from."""
+        c = self.cfg
+        what = f"{c.crop}x{c.crop} crops, batch {c.batch}, lr {c.lr:g} (cosine over {c.steps:,} steps)"
+        return lineage_meta(self.lineage, self.step, self.train_s, what)
+
     def _stop(self, signum, frame) -> None:
         self.interrupted = True
 
@@ -371,7 +379,6 @@ class Trainer:
         out = self.run_dir / "snapshots" / f"step-{self.step:07d}.safetensors"
         out.parent.mkdir(exist_ok=True)
         with self.averaged():
-            export_trained(self.model, self.run_dir, out, self.step, train_s=self.train_s,
-                           threads=torch.get_num_threads())
+            export_trained(self.model, self.run_dir, out, threads=torch.get_num_threads(), **self.weights_meta())
         self.model.train()
         return out
