@@ -13,7 +13,8 @@ values, as in the whole-picture decode: an intermediate value next to the tile's
 (zero-padded there) would make the kept pixel depend on a latent cell outside the window, which the
 footprint rules out. So the tiled decode equals the whole one (tests/test_tiling.py checks it bit for
 bit in torch, and on the 8-bit picture in ONNX Runtime), provided each tile's arithmetic is that of the
-whole picture: true in ONNX Runtime at any thread count here, and in torch at one thread. With several
+whole picture: true in ONNX Runtime at any thread count here, and in torch at one thread for the students
+(the teacher's wide convolutions get shape-dependent kernels on AVX-512 machines even at one thread). With several
 threads torch's convolutions choose their work split by tensor shape, which moves results by an ulp:
 the whole picture at 1 and at 2 threads then differs at a few pixels in 10^5 by one 8-bit level, and a
 tiled decode differs from the whole one the same way.

@@ -88,6 +88,18 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def assert_same_picture(tiled: np.ndarray, whole: np.ndarray, exact: bool, what) -> None:
+    """Bit for bit, or (``exact`` False) within float rounding: one 8-bit level at under 1 value in 10^4."""
+    diff = np.abs(tiled.astype(int) - whole.astype(int))
+    if exact:
+        assert not diff.any(), (what, int(diff.max()), int((diff > 0).sum()))
+    else:
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-4, (what, int(diff.max()), int((diff > 0).sum()))
+
+
+# The teacher's wide convolutions get shape-dependent single-thread kernels from oneDNN on AVX-512 machines (not
+# on AVX2 ones): there a tile differs from the whole picture by float rounding (measured: 4 of 421,701 values by
+# one level at tile 160), as with several threads (docs/deployment.md); the students' stay bit for bit.
 @pytest.mark.parametrize("name, tiles", [("student-2k", (256, 128, 48)), ("student-1k", (96,)), ("teacher", (160,))])
 def test_torch_tiled_equals_whole(picture, name, tiles, one_thread, monkeypatch):
     import codec.tiling
@@ -98,10 +110,11 @@ def test_torch_tiled_equals_whole(picture, name, tiles, one_thread, monkeypatch)
     with torch.inference_mode():
         data = encode_image(model, picture, 2)
     whole = decode_image(model, data)
+    exact = name != "teacher"
     for tile in tiles:
-        assert np.array_equal(decode_image(model, data, tile=tile), whole), (name, tile)
+        assert_same_picture(decode_image(model, data, tile=tile), whole, exact, (name, tile))
     monkeypatch.setattr(codec.tiling, "RGB_ROWS", 7)       # RGB conversion in blocks of odd row counts
-    assert np.array_equal(decode_image(model, data, tile=tiles[0]), whole), name
+    assert_same_picture(decode_image(model, data, tile=tiles[0]), whole, exact, name)
 
 
 @pytest.mark.parametrize("name", ["student-2k", "teacher"])
