@@ -85,17 +85,15 @@ def read_parts(src: str | Path) -> dict:
     return found
 
 
-# Metadata that unpacked weights keep (the rest describes the parts).
-KEEP_META = ("step", "train_s", "threads", "gpu_s", "gpu_steps", "gpu", "gpu_world", "gpu_batch", "gpu_crop",
-             "bf16", "kd_teacher_step")
-
-
 def unpack(src: str | Path, into: str | Path = "weights", verify: bool = False) -> list[dict]:
     """Turn the returned parts into ``into``/PRESET.safetensors (entropy tables rebuilt here, step and
     GPU-seconds in the metadata); ``verify``: encode and decode a picture with each through the codec CLI."""
     from codec.registry import create_model
-    from training import export_trained
+    from training.checkpoints import CARRIED_META, export_trained
     from codec.weights import WeightsError, load_model, weights_metadata
+
+    # metadata that unpacked weights keep (the rest describes the parts); the GPU record as later runs carry it
+    keep_meta = ("train_s", "threads", *CARRIED_META, "bf16", "kd_teacher_step")
 
     found = read_parts(src)
     if not found:
@@ -110,7 +108,7 @@ def unpack(src: str | Path, into: str | Path = "weights", verify: bool = False) 
         except (RuntimeError, KeyError) as e:
             raise WeightsError(f"returned {tag} does not fit {meta['preset']!r}: {str(e).splitlines()[0]}") from None
         path = Path(into) / f"{meta['preset']}.safetensors"
-        keep = {k: meta[k] for k in KEEP_META if k in meta and k != "step"}
+        keep = {k: meta[k] for k in keep_meta if k in meta}
         with torch.no_grad():
             export_trained(model, src, path, int(meta["step"]), **keep)
         load_model(str(path))  # what the codec will do with it

@@ -206,6 +206,7 @@ def test_weights_trained_from_a_file_add_up_its_steps_and_time(tmp_path):
     from distill.losses import KDWeights
     from distill.train import distill
     from photos import train_images
+    from training.checkpoints import lineage_meta
 
     start = tmp_path / "start.safetensors"
     save_weights(create_model("student-1k"), start,
@@ -220,9 +221,9 @@ def test_weights_trained_from_a_file_add_up_its_steps_and_time(tmp_path):
     assert meta["history"].startswith("1,000 steps by hand; then 2 steps (") and "64x64 crops, batch 2" in meta["history"]
     assert weights_metadata(tmp_path / "run" / "snapshots" / "step-0000002.safetensors")["step"] == "1002"
 
-    again = tmp_path / "again.safetensors"        # from a file without a history: one is made from its step
+    again = tmp_path / "again.safetensors"        # from a file that already has a lineage: it adds up again
     distill("student-1k", None, tmp_path / "run2", train_images()[:1], kd=KDWeights(0, 0, 0), steps=1, threads=1,
             out=again, init=out, progress=False, batch=2, crop=64)
     assert weights_metadata(again)["step"] == "1003"
-    from training.checkpoints import lineage_meta       # a start file without a history: one from its step
+    # a start file without a history: one is made from its step and seconds
     assert lineage_meta({"step": "5", "train_s": "7200.0"}, 1, 1.0, "x")["history"] == "step 5 (2.00 CPU-h); then 1 steps (1 s): x"
