@@ -145,6 +145,12 @@ def cmd_speed(args) -> None:
     main_args(args)
 
 
+def cmd_ceiling(args) -> None:
+    """The decoder's quality ceiling per photo; write results/ceiling/ceiling.{md,json,png}."""
+    from .ceiling import main_args
+    main_args(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark command line; return the exit status."""
     parser = _Parser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
@@ -207,10 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     rk.add_argument("--out", default="results", help="results folder (default: results)")
     from .speed import add_parser as add_speed_parser
     add_speed_parser(sub)
+    from .ceiling import add_parser as add_ceiling_parser
+    add_ceiling_parser(sub)
     args = parser.parse_args(argv)
     args.argv = argv
     commands = {"rd": cmd_rd, "report": cmd_report, "train-speed": cmd_train_speed, "ablation": cmd_ablation,
-                "effort": cmd_effort, "recipe": cmd_recipe, "rate-check": cmd_rate_check, "speed": cmd_speed}
+                "effort": cmd_effort, "recipe": cmd_recipe, "rate-check": cmd_rate_check, "speed": cmd_speed,
+                "ceiling": cmd_ceiling}
     return run_command(lambda: commands[args.command](args), (ImageError, ValueError, RuntimeError, CodecError, OSError))
 
 

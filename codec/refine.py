@@ -90,18 +90,23 @@ def _frozen(model):
         model.train(was_training)
 
 
-def rd_cost(model, out: dict, y_plane, uv_plane, q: int, size: tuple[int, int]) -> tuple[torch.Tensor, float, float]:
-    """(cost, bpp, PSNR-YUV) of a coded pass as the decoder delivers it: the picture's own area, turned
-    into 8-bit RGB (clamped, rounded straight-through) and back to YUV 4:2:0, the way the metrics read a
-    decoded file. Cost: the training loss, lambda_q * 255^2 * (6 MSE_Y + MSE_U + MSE_V) / 8 + bpp, with
-    bpp from the coded bits."""
+def decoded_mse(y_rec, uv_rec, y_plane, uv_plane, size: tuple[int, int]) -> torch.Tensor:
+    """MSE-YUV (6 Y + U + V) / 8 of decoded planes against the picture's, the way the metrics read a decoded
+    file: the picture's own area, turned into 8-bit RGB (clamped, rounded straight-through) and back."""
     h, w = size
     hc, wc = (h + 1) // 2, (w + 1) // 2
-    rgb = yuv420_to_rgb(out["y"][..., :h, :w], out["uv"][..., :hc, :wc])
+    rgb = yuv420_to_rgb(y_rec[..., :h, :w], uv_rec[..., :hc, :wc])
     dec_y, dec_uv = rgb_to_yuv420(ste_round(rgb * 255) / 255)
     mse_y = ((dec_y - y_plane[..., :h, :w]) ** 2).mean()
     mse_uv = ((dec_uv - uv_plane[..., :hc, :wc]) ** 2).mean(dim=(0, 2, 3)).sum()
-    mse = (6 * mse_y + mse_uv) / 8
+    return (6 * mse_y + mse_uv) / 8
+
+
+def rd_cost(model, out: dict, y_plane, uv_plane, q: int, size: tuple[int, int]) -> tuple[torch.Tensor, float, float]:
+    """(cost, bpp, PSNR-YUV) of a coded pass as the decoder delivers it (``decoded_mse``). Cost: the training loss, lambda_q * 255^2 * (6 MSE_Y + MSE_U + MSE_V) / 8 + bpp, with
+    bpp from the coded bits."""
+    h, w = size
+    mse = decoded_mse(out["y"], out["uv"], y_plane, uv_plane, size)
     bpp = sum(b.sum() for b in out["bits"].values()) / (h * w)
     cost = model.cfg.lambdas[q] * 255 ** 2 * mse + bpp
     return cost, float(bpp.detach()), float(10 * torch.log10(1 / mse.detach().clamp_min(1e-10)))
@@ -203,3 +208,51 @@ def _record(history, it, start, cost, bpp, psnr) -> None:
     if history is not None:
         history.append({"iteration": it, "seconds": round(time.monotonic() - start, 3),
                         "cost": float(cost.detach()), "bpp": bpp, "psnr_yuv": psnr})
+
+
+@dataclass
+class Ceiling:
+    """What ``decoder_ceiling`` found: the best un-quantised latent and its MSE-YUV, and the encoder's."""
+
+    latent: torch.Tensor
+    mse: float
+    encoder_latent: torch.Tensor
+    encoder_mse: float
+    iterations: int
+    seconds: float
+
+
+def decode_latent(model, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(luma, chroma) planes the synthesis makes of ``latent`` as it stands (no quantisation, no rate)."""
+    if model.pre_synthesis is not None or model.post_filter is not None:
+        # their output depends on the predicted means too, which a latent alone does not fix
+        raise ValueError(f"{model.name}: the decoder ceiling needs a model without a pre-synthesis or post-filter")
+    return model._synthesize(*model._split(latent))
+
+
+def decoder_ceiling(model, y_plane: torch.Tensor, uv_plane: torch.Tensor, iterations: int = 600, lr: float = 0.05,
+                    size: tuple[int, int] | None = None, progress: bool = False) -> Ceiling:
+    """The decoder's quality ceiling on one picture: the latent that minimises distortion alone (no
+    quantisation, no rate term), found by Adam from the encoder's latent with every weight fixed (cosine
+    step decay, the best iterate kept). A local optimum, so a lower bound on what the decoder can draw;
+    the top rate points of the students stay below it. Where a model's curve stops gaining at high rates,
+    this says whether the decoder is the limit."""
+    size = size or tuple(y_plane.shape[-2:])
+    start = time.monotonic()
+    with _frozen(model):
+        with torch.no_grad():
+            latent0 = model._analyse(y_plane, uv_plane)
+            mse0 = float(decoded_mse(*decode_latent(model, latent0), y_plane, uv_plane, size))
+        latent = latent0.clone().requires_grad_(True)
+        opt = torch.optim.Adam([latent], lr=lr)
+        best = (mse0, latent0)
+        for it in tqdm(range(iterations), desc="decoder ceiling", disable=not progress, leave=False):
+            for g in opt.param_groups:
+                g["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * it / iterations)))
+            mse = decoded_mse(*decode_latent(model, latent), y_plane, uv_plane, size)
+            if float(mse.detach()) < best[0]:   # the iterate that produced this mse, before the step below
+                best = (float(mse.detach()), latent.detach().clone())
+            opt.zero_grad(set_to_none=True)
+            mse.backward()
+            opt.step()
+    return Ceiling(best[1], best[0], latent0, mse0, iterations, time.monotonic() - start)

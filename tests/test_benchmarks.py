@@ -117,6 +117,22 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("error: ") and "\n" not in err
 
 
+def test_ceiling_cli_writes_its_table_and_skips_missing_tools(tmp_path, monkeypatch, capsys):
+    import json
+    monkeypatch.setattr(bcodecs.shutil, "which", lambda name: None)   # no cwebp: WebP's columns stay empty
+    data, out = tmp_path / "data", tmp_path / "ceiling"
+    data.mkdir()
+    Image.fromarray(_image(96, 128)).save(data / "img0.png")
+    assert main(["ceiling", "--models", "student-1k", "--data", str(data), "--crop", "64", "--iterations", "4",
+                 "--out", str(out), "--quiet"]) == 0
+    assert "skipped webp:" in capsys.readouterr().err
+    (row,) = json.loads((out / "ceiling.json").read_text())["rows"]
+    assert row["crop"] == [64, 64] and row["webp_best_psnr"] is None and row["jpeg_best_bpp"] > row["top_bpp"]
+    assert row["ceiling_psnr"] >= row["encoder_psnr"] - 0.05   # the best iterate, the encoder's among them
+    assert "| img0 | student-1k |" in (out / "ceiling.md").read_text() and (out / "ceiling.png").stat().st_size > 0
+    assert main(["ceiling", "--crop", "8", "--out", str(out)]) == 1
+
+
 def test_pruned_and_int8_rows_with_torch_and_onnx_decode_times(tmp_path, monkeypatch):
     """--weights runs a pruned model, --int8 the ONNX INT8 decoder on the same bitstreams; torch-decoded
     models also get ONNX FP32 decode times; the table shows decoder, both times and kMAC/px."""

@@ -13,7 +13,7 @@ from codec import bitstream as bsf
 from codec.api import decode_image, encode_image, pad_planes
 from codec.color import rgb_to_yuv420, to_tensor
 from codec.images import load_rgb
-from codec.refine import EFFORTS, Effort, effort_level, refine_latents
+from codec.refine import EFFORTS, Effort, decoder_ceiling, effort_level, refine_latents
 from codec.weights import load_model, model_id
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,3 +94,14 @@ def test_cli_bad_effort_is_one_line(eval_paths, tmp_path):
     assert r.returncode != 0
     assert r.stderr.strip().count("\n") == 0 and "unknown effort 'turbo'" in r.stderr
     assert not (tmp_path / "a.bin").exists()
+
+
+def test_decoder_ceiling_beats_the_encoders_latent_and_keeps_the_model(model, picture):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    y, uv = pad_planes(to_tensor(picture), model.cfg.multiple)
+    found = decoder_ceiling(model, y, uv, iterations=15, size=picture.shape[:2])
+    assert found.latent.shape == found.encoder_latent.shape
+    # distortion alone, no quantisation: 15 Adam steps from the encoder's latent must lower it
+    assert found.mse < 0.98 * found.encoder_mse
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters()) or not model.training
