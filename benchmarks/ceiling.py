@@ -26,7 +26,7 @@ from codec.api import decode_image, encode_image, pad_planes
 from codec.color import to_tensor, to_uint8, yuv420_to_rgb
 from codec.images import load_rgb
 from codec.metrics import psnr_yuv
-from codec.refine import decode_latent, decoder_ceiling
+from codec.refine import decode_latent, decoder_ceiling, luma_stage_ceilings
 from codec.weights import load_model
 from evaluation.codecs import PillowJPEG, WebP
 from evaluation.machine import machine
@@ -67,8 +67,9 @@ def psnr_at(points: list[tuple[float, float]], bpp: float) -> float | None:
     return float(np.interp(np.log(bpp), np.log(rates), [p[1] for p in points]))
 
 
-def measure(model, rgb: np.ndarray, iterations: int, sweeps: dict) -> dict:
-    """One model on one crop: its top point, its encoder's un-quantised latent, its ceiling, the sweeps'."""
+def measure(model, rgb: np.ndarray, iterations: int, sweeps: dict, stage_iterations: int = 0) -> dict:
+    """One model on one crop: its top point, its encoder's un-quantised latent, its ceiling, the sweeps';
+    with ``stage_iterations`` the luma ceiling from each stage of the synthesis too."""
     h, w = rgb.shape[:2]
     top = model.num_qualities - 1
     data = encode_image(model, rgb, top)
@@ -83,6 +84,8 @@ def measure(model, rgb: np.ndarray, iterations: int, sweeps: dict) -> dict:
 
     row.update(encoder_psnr=psnr_of(found.encoder_latent), ceiling_psnr=psnr_of(found.latent),
                ceiling_seconds=found.seconds)
+    if stage_iterations:
+        row["luma_stage_psnr"] = luma_stage_ceilings(model, y, uv, stage_iterations, size=(h, w))
     for name in ("webp", "jpeg"):
         points = sweeps.get(name)
         row[f"{name}_psnr_at_top_bpp"] = psnr_at(points, row["top_bpp"]) if points else None
@@ -91,10 +94,10 @@ def measure(model, rgb: np.ndarray, iterations: int, sweeps: dict) -> dict:
 
 
 def run(models: list[str], images: list[Path], crop: int, iterations: int, out: Path, command: str,
-        progress: bool = True) -> dict:
+        progress: bool = True, stage_iterations: int = 0) -> dict:
     """Measure every model on the centre crop of every image; write and return the result."""
-    if crop < 64 or iterations < 1:
-        raise ValueError("--crop must be at least 64 and --iterations at least 1")
+    if crop < 64 or iterations < 1 or stage_iterations < 0:
+        raise ValueError("--crop must be at least 64, --iterations at least 1 and --stages at least 0")
     torch.set_num_threads(1)
     start = time.monotonic()
     loaded = {name: load_model(name) for name in models}
@@ -108,9 +111,10 @@ def run(models: list[str], images: list[Path], crop: int, iterations: int, out: 
         sweeps = {name: classical_sweep(c, rgb) for name, c in classical.items() if name not in skipped}
         for name, model in loaded.items():
             rows.append({"image": image.stem, "model": name, "crop": list(rgb.shape[:2]),
-                         **measure(model, rgb, iterations, sweeps)})
+                         **measure(model, rgb, iterations, sweeps, stage_iterations)})
     meta = {"command": command, "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
-            "seconds": time.monotonic() - start, "iterations": iterations, "crop": crop, "skipped": skipped}
+            "seconds": time.monotonic() - start, "iterations": iterations, "crop": crop, "skipped": skipped,
+            "stage_iterations": stage_iterations}
     result = {"meta": meta, "rows": rows}
     write(result, out)
     return result
@@ -150,10 +154,30 @@ def write(result: dict, out: Path) -> list[Path]:
         sel = [r for r in rows if r["model"] == model]
         md.append(f"| **mean** | {model} | {_mean(sel, 'top_bpp'):.3f} | "
                   + " | ".join(_cell(_mean(sel, k)) for k in KEYS) + " |")
-    md += ["", "![Top rate point, decoder ceiling and WebP per photo](ceiling.png)", ""]
+    md += ["", "![Top rate point, decoder ceiling and WebP per photo](ceiling.png)", ""] + _stage_table(meta, rows)
     paths[1].write_text("\n".join(md))
     _plot(rows, paths[2])
     return paths
+
+
+def _stage_table(meta: dict, rows: list[dict]) -> list[str]:
+    """The luma ceiling by synthesis stage (``--stages``), a table per model."""
+    staged = [r for r in rows if r.get("luma_stage_psnr")]
+    if not staged:
+        return []
+    md = ["## Where the decoder narrows: the luma ceiling by stage", "",
+          "PSNR-Y (dB) of the luma synthesis when the features at one stage are optimised for distortion alone "
+          f"({meta.get('stage_iterations')} Adam iterations from the encoder's, weights fixed; "
+          "`codec.refine.luma_stage_ceilings`). The first column is the latent, as above but luma only; a large "
+          "step between two columns puts the narrow place between those stages.", ""]
+    for model in dict.fromkeys(r["model"] for r in staged):
+        sel = [r for r in staged if r["model"] == model]
+        names = list(sel[0]["luma_stage_psnr"])
+        md += [f"| {model} | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        md += [f"| {r['image']} | " + " | ".join(f"{r['luma_stage_psnr'][n]:.2f}" for n in names) + " |" for r in sel]
+        md += [f"| **mean** | " + " | ".join(f"{sum(r['luma_stage_psnr'][n] for r in sel) / len(sel):.2f}"
+                                            for n in names) + " |", ""]
+    return md
 
 
 def _plot(rows: list[dict], path: Path) -> None:
@@ -185,6 +209,8 @@ def add_parser(sub) -> None:
     c.add_argument("--models", default="student-2k-gmm", help="comma-separated models (default: student-2k-gmm)")
     c.add_argument("--crop", type=int, default=256, help="centre crop side in pixels (default: 256)")
     c.add_argument("--iterations", type=int, default=600, help="Adam iterations of the ceiling (default: 600)")
+    c.add_argument("--stages", type=int, default=0, metavar="ITERATIONS",
+                   help="also the luma ceiling from each stage of the synthesis, this many iterations each (default: off)")
     c.add_argument("--images", type=int, default=None, help="use only the first N evaluation images")
     c.add_argument("--data", default=None, help="evaluation image folder (default: data/eval)")
     c.add_argument("--out", default="results/ceiling", help="results folder (default: results/ceiling)")
@@ -197,5 +223,5 @@ def main_args(args) -> None:
     argv = args.argv if args.argv is not None else sys.argv[1:]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     run(models, eval_images(args.data)[: args.images], args.crop, args.iterations, Path(args.out),
-        "python -m benchmarks " + " ".join(argv), progress=not args.quiet)
+        "python -m benchmarks " + " ".join(argv), progress=not args.quiet, stage_iterations=args.stages)
     print((Path(args.out) / "ceiling.md").read_text())

@@ -243,16 +243,47 @@ def decoder_ceiling(model, y_plane: torch.Tensor, uv_plane: torch.Tensor, iterat
         with torch.no_grad():
             latent0 = model._analyse(y_plane, uv_plane)
             mse0 = float(decoded_mse(*decode_latent(model, latent0), y_plane, uv_plane, size))
-        latent = latent0.clone().requires_grad_(True)
-        opt = torch.optim.Adam([latent], lr=lr)
-        best = (mse0, latent0)
-        for it in tqdm(range(iterations), desc="decoder ceiling", disable=not progress, leave=False):
-            for g in opt.param_groups:
-                g["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * it / iterations)))
-            mse = decoded_mse(*decode_latent(model, latent), y_plane, uv_plane, size)
-            if float(mse.detach()) < best[0]:   # the iterate that produced this mse, before the step below
-                best = (float(mse.detach()), latent.detach().clone())
-            opt.zero_grad(set_to_none=True)
-            mse.backward()
-            opt.step()
-    return Ceiling(best[1], best[0], latent0, mse0, iterations, time.monotonic() - start)
+        mse, latent = descend(lambda t: decoded_mse(*decode_latent(model, t), y_plane, uv_plane, size),
+                              latent0, iterations, lr, progress)
+    return Ceiling(latent, mse, latent0, mse0, iterations, time.monotonic() - start)
+
+
+def descend(objective, start: torch.Tensor, iterations: int, lr: float = 0.05,
+            progress: bool = False) -> tuple[float, torch.Tensor]:
+    """Minimise ``objective(x)`` over a tensor x from ``start`` by Adam with a cosine-decaying step;
+    (best value, best x), the start among the candidates."""
+    x = start.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=lr)
+    best = (math.inf, start)
+    for it in tqdm(range(iterations), desc="descend", disable=not progress, leave=False):
+        for g in opt.param_groups:
+            g["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * it / iterations)))
+        value = objective(x)
+        if float(value.detach()) < best[0]:   # the iterate that produced this value, before the step below
+            best = (float(value.detach()), x.detach().clone())
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+    return best
+
+
+def luma_stage_ceilings(model, y_plane: torch.Tensor, uv_plane: torch.Tensor, iterations: int = 400,
+                        size: tuple[int, int] | None = None) -> dict[str, float] | None:
+    """PSNR-Y that the luma synthesis reaches when the features at each of its stages (the latent, then
+    each upsampling stage's output: ``synthesis_y.stage_features``) are optimised for distortion alone from
+    the encoder's, weights fixed; None for a model whose luma synthesis does not expose its stages. Where
+    the ceiling jumps between two stages, the narrow place of the decoder lies between them."""
+    synthesis = model.synthesis_y
+    if not hasattr(synthesis, "stage_features"):
+        return None
+    h, w = size or tuple(y_plane.shape[-2:])
+    out = {}
+    with _frozen(model):
+        with torch.no_grad():
+            stages = synthesis.stage_features(model._split(model._analyse(y_plane, uv_plane))[0])
+        for i, (name, feat) in enumerate(stages):
+            def mse(x, i=i):
+                return ((synthesis.from_stage(i, x).clamp(0, 1) - y_plane)[..., :h, :w] ** 2).mean()
+            best, _ = descend(mse, feat, iterations)
+            out[f"{name} ({feat.shape[1]} ch)"] = 10 * math.log10(1 / max(best, 1e-12))
+    return out

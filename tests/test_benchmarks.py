@@ -123,12 +123,13 @@ def test_ceiling_cli_writes_its_table_and_skips_missing_tools(tmp_path, monkeypa
     data, out = tmp_path / "data", tmp_path / "ceiling"
     data.mkdir()
     Image.fromarray(_image(96, 128)).save(data / "img0.png")
-    assert main(["ceiling", "--models", "student-1k", "--data", str(data), "--crop", "64", "--iterations", "4",
+    assert main(["ceiling", "--models", "student-1k", "--data", str(data), "--crop", "64", "--iterations", "4", "--stages", "2",
                  "--out", str(out), "--quiet"]) == 0
     assert "skipped webp:" in capsys.readouterr().err
     (row,) = json.loads((out / "ceiling.json").read_text())["rows"]
     assert row["crop"] == [64, 64] and row["webp_best_psnr"] is None and row["jpeg_best_bpp"] > row["top_bpp"]
     assert row["ceiling_psnr"] >= row["encoder_psnr"] - 0.05   # the best iterate, the encoder's among them
+    assert len(row["luma_stage_psnr"]) == 4 and "luma ceiling by stage" in (out / "ceiling.md").read_text()
     assert "| img0 | student-1k |" in (out / "ceiling.md").read_text() and (out / "ceiling.png").stat().st_size > 0
     assert main(["ceiling", "--crop", "8", "--out", str(out)]) == 1
 

@@ -180,6 +180,15 @@ def test_teacher_report(teacher_report):
     assert "synthesis UV" in r.to_markdown()
 
 
+@pytest.mark.parametrize("name", ["student-2k", "student-2k-gmm", "student-2k-gmm-deep", "student-2k-wide"])
+def test_2k_presets_fit_the_challenge_budgets(name, teacher_report):
+    """Decoder <= 2.0 kMAC/px, and both sides at least 35x below the teacher's."""
+    r = profile_model(name, teacher=False, check_size=None)
+    assert r.total("decoder") <= 2.0
+    for side in ("encoder", "decoder"):
+        assert r.total(side) * 35 <= teacher_report.total(side)
+
+
 def test_size_independent(teacher_report):
     check = teacher_report.size_check
     assert (check["width"], check["height"], check["proc_height"]) == (1920, 1080, 1088)

@@ -13,7 +13,7 @@ from codec import bitstream as bsf
 from codec.api import decode_image, encode_image, pad_planes
 from codec.color import rgb_to_yuv420, to_tensor
 from codec.images import load_rgb
-from codec.refine import EFFORTS, Effort, decoder_ceiling, effort_level, refine_latents
+from codec.refine import EFFORTS, Effort, decoder_ceiling, effort_level, luma_stage_ceilings, refine_latents
 from codec.weights import load_model, model_id
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,3 +105,17 @@ def test_decoder_ceiling_beats_the_encoders_latent_and_keeps_the_model(model, pi
     assert found.mse < 0.98 * found.encoder_mse
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.requires_grad for p in model.parameters()) or not model.training
+
+
+def test_luma_stages_rebuild_the_synthesis_and_their_ceilings_rise(model, picture):
+    y, uv = pad_planes(to_tensor(picture), model.cfg.multiple)
+    with torch.no_grad():
+        latent = model._split(model._analyse(y, uv))[0]
+        luma, _ = model.synthesis_y(latent)
+        stages = model.synthesis_y.stage_features(latent)
+        for i, (_, feat) in enumerate(stages):
+            assert torch.allclose(model.synthesis_y.from_stage(i, feat), luma, atol=1e-5)
+    ceilings = luma_stage_ceilings(model, y, uv, iterations=10, size=picture.shape[:2])
+    assert list(ceilings) == [f"{n} ({f.shape[1]} ch)" for n, f in stages]
+    # freer features further down the synthesis: the H/2 stage's ceiling is above the latent's
+    assert ceilings[list(ceilings)[-1]] > ceilings[list(ceilings)[0]]
