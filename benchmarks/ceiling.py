@@ -102,7 +102,8 @@ def run(models: list[str], images: list[Path], crop: int, iterations: int, out: 
     start = time.monotonic()
     loaded = {name: load_model(name) for name in models}
     classical = {"webp": WebP(), "jpeg": PillowJPEG()}
-    skipped = {name: c.available()[1] for name, c in classical.items() if not c.available()[0]}
+    status = {name: c.available() for name, c in classical.items()}
+    skipped = {name: why for name, (ok, why) in status.items() if not ok}
     for name, why in skipped.items():
         print(f"skipped {name}: {why}", file=sys.stderr)
     rows = []
@@ -141,7 +142,8 @@ def write(result: dict, out: Path) -> list[Path]:
           "pictures. `top rate point`: the model's highest rate point, a real file decoded by the stock decoder "
           "(its bpp beside it). `decoder ceiling`: the latent that minimises distortion alone, no quantisation "
           f"and no rate ({meta['iterations']} Adam iterations from the encoder's latent, every weight fixed; "
-          "`codec.refine.decoder_ceiling`): a lower bound on what the decoder can draw, at any rate. WebP (`cwebp -m 6`) and Pillow JPEG (4:2:0) on the same crop: at the top point's rate "
+          "`codec.refine.decoder_ceiling`): a lower bound on what the decoder can draw, at any rate. WebP "
+          "(`cwebp -m 6`) and Pillow JPEG (4:2:0) on the same crop: at the top point's rate "
           "(interpolated in log-rate over their quality sweeps; empty where outside it), and WebP at its "
           "highest setting (q95, its bpp beside it). " + "".join(
               f"Skipped {name}: {why}. " for name, why in meta["skipped"].items()), "",
@@ -210,7 +212,8 @@ def add_parser(sub) -> None:
     c.add_argument("--crop", type=int, default=256, help="centre crop side in pixels (default: 256)")
     c.add_argument("--iterations", type=int, default=600, help="Adam iterations of the ceiling (default: 600)")
     c.add_argument("--stages", type=int, default=0, metavar="ITERATIONS",
-                   help="also the luma ceiling from each stage of the synthesis, this many iterations each (default: off)")
+                   help="also the luma ceiling from each stage of the synthesis, this many iterations each "
+                        "(default: off)")
     c.add_argument("--images", type=int, default=None, help="use only the first N evaluation images")
     c.add_argument("--data", default=None, help="evaluation image folder (default: data/eval)")
     c.add_argument("--out", default="results/ceiling", help="results folder (default: results/ceiling)")

@@ -103,8 +103,8 @@ def decoded_mse(y_rec, uv_rec, y_plane, uv_plane, size: tuple[int, int]) -> torc
 
 
 def rd_cost(model, out: dict, y_plane, uv_plane, q: int, size: tuple[int, int]) -> tuple[torch.Tensor, float, float]:
-    """(cost, bpp, PSNR-YUV) of a coded pass as the decoder delivers it (``decoded_mse``). Cost: the training loss, lambda_q * 255^2 * (6 MSE_Y + MSE_U + MSE_V) / 8 + bpp, with
-    bpp from the coded bits."""
+    """(cost, bpp, PSNR-YUV) of a coded pass as the decoder delivers it (``decoded_mse``). Cost: the training
+    loss, lambda_q * 255^2 * (6 MSE_Y + MSE_U + MSE_V) / 8 + bpp, with bpp from the coded bits."""
     h, w = size
     mse = decoded_mse(out["y"], out["uv"], y_plane, uv_plane, size)
     bpp = sum(b.sum() for b in out["bits"].values()) / (h * w)
@@ -218,7 +218,6 @@ class Ceiling:
     mse: float
     encoder_latent: torch.Tensor
     encoder_mse: float
-    iterations: int
     seconds: float
 
 
@@ -245,7 +244,7 @@ def decoder_ceiling(model, y_plane: torch.Tensor, uv_plane: torch.Tensor, iterat
             mse0 = float(decoded_mse(*decode_latent(model, latent0), y_plane, uv_plane, size))
         mse, latent = descend(lambda t: decoded_mse(*decode_latent(model, t), y_plane, uv_plane, size),
                               latent0, iterations, lr, progress)
-    return Ceiling(latent, mse, latent0, mse0, iterations, time.monotonic() - start)
+    return Ceiling(latent, mse, latent0, mse0, time.monotonic() - start)
 
 
 def descend(objective, start: torch.Tensor, iterations: int, lr: float = 0.05,

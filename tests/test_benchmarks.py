@@ -123,8 +123,8 @@ def test_ceiling_cli_writes_its_table_and_skips_missing_tools(tmp_path, monkeypa
     data, out = tmp_path / "data", tmp_path / "ceiling"
     data.mkdir()
     Image.fromarray(_image(96, 128)).save(data / "img0.png")
-    assert main(["ceiling", "--models", "student-1k", "--data", str(data), "--crop", "64", "--iterations", "4", "--stages", "2",
-                 "--out", str(out), "--quiet"]) == 0
+    assert main(["ceiling", "--models", "student-1k", "--data", str(data), "--crop", "64", "--iterations", "4",
+                 "--stages", "2", "--out", str(out), "--quiet"]) == 0
     assert "skipped webp:" in capsys.readouterr().err
     (row,) = json.loads((out / "ceiling.json").read_text())["rows"]
     assert row["crop"] == [64, 64] and row["webp_best_psnr"] is None and row["jpeg_best_bpp"] > row["top_bpp"]
