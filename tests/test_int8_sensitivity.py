@@ -54,7 +54,10 @@ def test_sensitivity_command_writes_tables(student_path, tmp_path):
         if not RECIPES[name].enabled:   # kept FP32: the very same decode, exactly (BD: nan where the barely
             assert r["psnr_delta"] == 0.0, name          # trained student's curves are not increasing)
             assert r["bd_rate"] == 0.0 or math.isnan(r["bd_rate"]), name
-        assert math.isnan(r["bd_rate"]) or abs(r["bd_rate"]) < 100, (name, r)
+        # The 30-step student's curves are almost flat (PSNR barely rises with rate), so its BD-rate is
+        # ill-conditioned (one CI machine measured 5e7 %); BD-PSNR is the well-posed figure to bound here.
+        assert math.isnan(r["bd_rate"]) or math.isfinite(r["bd_rate"]), (name, r)
+        assert math.isnan(r["bd_psnr"]) or abs(r["bd_psnr"]) < 1.0, (name, r)
     md = out.with_suffix(".md").read_text()
     assert "python -m export.sensitivity" in md and res["machine"] in md and "1 evaluation images (crop.png)" in md
     assert "| context_y |" in md and "| all |" in md
