@@ -72,7 +72,7 @@ def run(model_spec: str, sizes, n: int, threads: list[int], torch_decoder: bool,
 
     from evaluation.codecs import classical_codecs
     from codec.api import encode_image
-    from codec.tiling import AUTO, decode_rgb
+    from codec.tiling import DEFAULT_TILE, decode_rgb
     from codec.weights import load_model
     from codec import bitstream as bsf
     from export.timing import bench_picture
@@ -85,7 +85,7 @@ def run(model_spec: str, sizes, n: int, threads: list[int], torch_decoder: bool,
     onnx_dir = current_export(model)
     codecs = classical_codecs()
     res = {"model": model.name, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-           "loadavg_start": os.getloadavg()[0], "cpus": os.cpu_count(), "n": n, "tile": AUTO,
+           "loadavg_start": os.getloadavg()[0], "cpus": os.cpu_count(), "n": n, "tile": DEFAULT_TILE,
            "skipped": {}, "pictures": []}
     for name, (codec, q, cmd) in CLASSICAL.items():
         ok, why = codecs[codec].available()
@@ -134,7 +134,7 @@ def run(model_spec: str, sizes, n: int, threads: list[int], torch_decoder: bool,
                     cli = run_child([sys.executable, "-m", "export.decode", src, "-o", out.with_suffix(".ppm"),
                                      "--onnx", onnx_dir, "--threads", t] + (["--int8"] if int8 else []), _env(t))
                     rows.append({"decoder": f"ours: ONNX {'INT8' if int8 else 'FP32'}", "threads": t, "bpp": bpp,
-                                 "setting": f"quality 3, tile {AUTO}", **timing, "rss_mb": cli["rss_mb"],
+                                 "setting": f"quality 3, tile {DEFAULT_TILE}", **timing, "rss_mb": cli["rss_mb"],
                                  "cli_wall": cli["wall"], "cli_cpu": cli["cpu"], "how": "in-process"})
                     progress(f"  ONNX {'INT8' if int8 else 'FP32'} x{t}: {rows[-1]['wall'] * 1000:.0f} ms")
             if torch_decoder:
@@ -143,14 +143,14 @@ def run(model_spec: str, sizes, n: int, threads: list[int], torch_decoder: bool,
 
                     def once_t():
                         wr = RowWriter(out.with_suffix(".ppm"), h, w)
-                        decode_rgb(model, bs, AUTO, sink=wr.write)
+                        decode_rgb(model, bs, DEFAULT_TILE, sink=wr.write)
                         wr.close()
                     timing = _timed_in_process(once_t, max(1, n // 2) if mp > 4 else n)
                     torch.set_num_threads(1)
                     cli = run_child([sys.executable, "-m", "codec", "decode", src, "-o", out.with_suffix(".ppm"),
-                                     "--tile", AUTO], _env(t))
+                                     "--tile", DEFAULT_TILE], _env(t))
                     rows.append({"decoder": "ours: torch", "threads": t, "bpp": bpp,
-                                 "setting": f"quality 3, tile {AUTO}",
+                                 "setting": f"quality 3, tile {DEFAULT_TILE}",
                                  **timing, "rss_mb": cli["rss_mb"], "cli_wall": cli["wall"], "cli_cpu": cli["cpu"],
                                  "how": "in-process"})
                     progress(f"  torch x{t}: {rows[-1]['wall'] * 1000:.0f} ms")

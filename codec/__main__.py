@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .tiling import AUTO, DEFAULT_TILE, tile_arg
+    from .tiling import DEFAULT_TILE
 
     p = argparse.ArgumentParser(prog="python -m codec", description="Learned image codec (YUV 4:2:0).")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -32,9 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("bitstream")
     d.add_argument("-o", "--output", required=True)
     d.add_argument("--weights", action="append", default=[], help="extra candidate weights (repeatable)")
-    d.add_argument("--tile", type=tile_arg, default=AUTO, help="synthesis tile side in pixels, for bounded "
-                   f"memory on large pictures; the same picture as a whole decode (0: whole picture; default {AUTO}: "
-                   f"{DEFAULT_TILE}, or the whole picture when it needs no more memory than one such tile)")
+    d.add_argument("--tile", type=int, default=DEFAULT_TILE, help="synthesis tile side in pixels, for bounded "
+                   f"memory on large pictures; the same picture as a whole decode (default {DEFAULT_TILE}; 0: whole "
+                   "picture)")
     d.add_argument("--png-level", type=int, default=1, help="zlib level of PNG output, 0-9 (default 1: fast); "
                    "PNG and PPM are written as the rows are decoded, other formats through Pillow")
     d.add_argument("--no-crc", action="store_true", help=argparse.SUPPRESS)

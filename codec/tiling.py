@@ -43,7 +43,6 @@ import numpy as np
 
 LUMA_SCALE, CHROMA_SCALE = 16, 8      # output pixels per latent cell (luma plane, 4:2:0 chroma plane)
 DEFAULT_TILE = 512                    # output pixels per tile side (see docs/deployment.md, "Memory")
-AUTO = "auto"                         # the decoders' default tile: DEFAULT_TILE, or whole when that is no larger
 RGB_ROWS = 128                        # picture rows converted to 8-bit RGB at a time (torch decoder)
 
 
@@ -90,33 +89,6 @@ def tile_size(tile: int | None) -> int | None:
     if tile < 0:
         raise ValueError(f"tile size must be positive (0: whole picture), got {tile}")
     return -(-int(tile) // LUMA_SCALE) * LUMA_SCALE
-
-
-def tile_arg(text: str) -> int | str:
-    """A ``--tile`` value: "auto" or a side in pixels (0: whole picture)."""
-    if text == AUTO:
-        return AUTO
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"tile must be a number of pixels or {AUTO!r}, got {text!r}") from None
-
-
-def choose_tile(tile: int | str | None, height: int, width: int, footprints: dict[str, Footprint],
-                multiple: int = 64) -> int | None:
-    """The tile side a decode of a ``height`` x ``width`` picture uses (None: the whole picture). A number
-    is taken as it is (``tile_size``); "auto" is DEFAULT_TILE unless the picture's whole latent grid is no
-    larger than the window of one DEFAULT_TILE tile inside a large picture: then the whole picture, which
-    needs no more memory than that tile and computes no overlap twice (a 768x512 photo: one pass instead of
-    two tiles of 704x704 output pixels with their margins)."""
-    if tile != AUTO:
-        return tile_size(tile)
-    if not footprints:
-        return None
-    t = DEFAULT_TILE
-    lh, lw = (-(-n // multiple) * multiple // LUMA_SCALE for n in (height, width))
-    inner = plan_tiles(5 * t, 5 * t, t, footprints, multiple)[2][2].lat    # a tile far from every edge
-    return None if lh * lw <= (inner[1] - inner[0]) * (inner[3] - inner[2]) else t
 
 
 def plan_tiles(height: int, width: int, tile: int | None, footprints: dict[str, Footprint],
@@ -305,10 +277,10 @@ def _emit_rgb(ys, uvs, a0: int, u0: int, chroma_rows: int, emit) -> None:
         emit(strip_rgb(ys[..., b0: p1 - a0, :], uvs[..., c0 - u0: c1 - u0, :], p0 - 2 * c0))
 
 
-def decode_rgb(model, bs, tile: int | str | None = AUTO, sink=None):
+def decode_rgb(model, bs, tile: int | None = DEFAULT_TILE, sink=None):
     """Decode a parsed bitstream (``codec.bitstream.unpack``) to an H x W x 3 uint8 RGB picture with the
-    synthesis in ``tile`` x ``tile``-pixel tiles (None or 0: whole picture; "auto": ``choose_tile``; models
-    with pre-synthesis or post-filter hooks always decode whole). ``sink``: called with each block of rows (top to bottom)
+    synthesis in ``tile`` x ``tile``-pixel tiles (None or 0: whole picture; models with pre-synthesis
+    or post-filter hooks always decode whole). ``sink``: called with each block of rows (top to bottom)
     instead of filling the returned picture (then None is returned)."""
     import torch
 
@@ -320,8 +292,8 @@ def decode_rgb(model, bs, tile: int | str | None = AUTO, sink=None):
         raise BitstreamError(f"bitstream was made by another model (id {bs.model_id.hex()}), "
                              f"not {model.name!r} ({model_id(model).hex()})")
     hooks = getattr(model, "pre_synthesis", None) is not None or getattr(model, "post_filter", None) is not None
-    fps = model_footprints(model) if tile and not hooks else {}
-    tile = None if hooks else choose_tile(tile, bs.height, bs.width, fps, model.cfg.multiple)
+    tile = None if hooks else tile_size(tile)
+    fps = model_footprints(model) if tile else {}
     strips = plan_tiles(bs.height, bs.width, tile, fps, model.cfg.multiple)
     out = np.empty((bs.height, bs.width, 3), np.uint8) if sink is None else None
     done = [0]

@@ -1,13 +1,12 @@
 """Decode a LIC1 bitstream with the exported networks, without torch.
 
-    python -m export.decode IN.bin -o OUT.png --onnx DIR [--int8] [--threads N] [--tile PIXELS|auto]
+    python -m export.decode IN.bin -o OUT.png --onnx DIR [--int8] [--threads N] [--tile PIXELS]
 
 Needs only numpy, onnxruntime, Pillow and compressai's compiled rANS extension (loaded by file path
 without importing compressai, whose package imports torch: see codec/entropy.py).
 
-Memory is bounded for any picture size: the synthesis runs in --tile x --tile-pixel tiles (default auto:
-512, a phone's budget, or the whole picture when it is no larger than one such tile with its margins; 0: the
-whole picture at once; the picture is the same either way) and PNG and PPM
+Memory is bounded for any picture size: the synthesis runs in --tile x --tile-pixel tiles (default 512,
+a phone's budget; 0: the whole picture at once; the picture is the same either way) and PNG and PPM
 outputs are written strip by strip as the rows are decoded (other formats through Pillow, whole).
 """
 from __future__ import annotations
@@ -18,7 +17,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from codec.tiling import AUTO, DEFAULT_TILE, tile_arg
+    from codec.tiling import DEFAULT_TILE
 
     p = argparse.ArgumentParser(prog="python -m export.decode", description="Torch-free ONNX decoder.")
     p.add_argument("bitstream")
@@ -26,9 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--onnx", required=True, help="directory written by python -m export")
     p.add_argument("--int8", action="store_true", help="use the INT8 networks where exported")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
-    p.add_argument("--tile", type=tile_arg, default=AUTO,
-                   help=f"synthesis tile side in pixels (0: whole picture; default {AUTO}: {DEFAULT_TILE}, or the "
-                   f"whole picture when it needs no more memory than one {DEFAULT_TILE}-pixel tile)")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE,
+                   help=f"synthesis tile side in pixels (default {DEFAULT_TILE}; 0: whole picture)")
     p.add_argument("--png-level", type=int, default=1, help="zlib level of PNG output, 0-9 (default 1: fast)")
     p.add_argument("--no-crc", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -46,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if a.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {a.threads}")
-        if a.tile != AUTO and a.tile < 0:
+        if a.tile < 0:
             raise ValueError(f"--tile must be 0 (whole picture) or positive, got {a.tile}")
         if not 0 <= a.png_level <= 9:
             raise ValueError(f"--png-level must be 0..9, got {a.png_level}")

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 
 from codec.paths import RUNS_DIR
-from codec.tiling import AUTO, DEFAULT_TILE
 
 ROOT = Path(__file__).resolve().parent.parent
 MOSAIC_CELL = (384, 512)      # H, W of each photo in the mosaic
@@ -222,8 +221,7 @@ def run(model_spec: str, onnx_dir: Path | None, n: int, quality: int, big: bool)
     dec = OnnxDecoder(onnx_dir, threads=1)
     c = dec.manifest["channels"]
     rng = np.random.default_rng(0)
-    op_tile = DEFAULT_TILE if res["tile"] == AUTO else res["tile"]
-    side = (op_tile // 16 + 2 * 6) if tiled else None
+    side = (res["tile"] // 16 + 2 * 6) if tiled else None
     shape = (side, side) if side else (32, 48)
     feeds = {"y_hat": rng.normal(size=(1, c["y"], *shape)).astype(np.float32),
              "uv_hat": rng.normal(size=(1, c["uv"], *shape)).astype(np.float32)}
@@ -232,15 +230,13 @@ def run(model_spec: str, onnx_dir: Path | None, n: int, quality: int, big: bool)
         net = dec.manifest["networks"]["synthesis"]
         file = net["int8"] if int8 and net.get("int8") else net["file"]
         res["ops"]["INT8" if int8 else "FP32"] = op_profile(onnx_dir / file, feeds)
-    res["op_tile"] = (f"{shape[0]}x{shape[1]} latent cells: a {op_tile}-pixel tile with its margin, crops off"
+    res["op_tile"] = (f"{shape[0]}x{shape[1]} latent cells: a {res['tile']}-pixel tile with its margin, crops off"
                       if side else f"{shape[0]}x{shape[1]} latent cells: the 768x512 picture")
     return res
 
 
 def to_markdown(res: dict, command: str, before: dict | None = None) -> str:
-    tile = (f"tile {res['tile']} px" if res.get("tile") not in (None, 0, AUTO) else
-            f"tile auto ({DEFAULT_TILE} px, or the whole picture when it is no larger)" if res.get("tile") else
-            "whole picture")
+    tile = f"tile {res['tile']} px" if res.get("tile") else "whole picture"
     lines = [f"# Decode profile: {res['model']} (torch-free ONNX decoder)", "",
              f"Made by `{command}`. One thread, {tile}, quality {res['quality']}; medians of "
              f"{res['n']} decodes after a warm-up (fewer on the large picture). CPU = this process's CPU time "

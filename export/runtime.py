@@ -31,7 +31,7 @@ import onnxruntime as ort
 from codec.bitstream import Bitstream, BitstreamError, unpack
 from codec.entropy import CdfTables, decode_indexed
 from codec.memory import BAND_Z, TRIM_PIXELS, release_memory
-from codec.tiling import AUTO, Footprint, choose_tile, plan_tiles
+from codec.tiling import DEFAULT_TILE, Footprint, plan_tiles
 
 from .arrays import checkerboard, phases, strip_to_rgb, unphase
 from .intfast import FastIntScaleDecoder
@@ -98,11 +98,10 @@ def wide_activations(recipe: dict | None) -> bool:
 class OnnxDecoder:
     """Decoder for one exported model; ``int8`` picks the quantised networks where they exist, ``threads``
     sets ORT's intra-op threads, ``spin`` lets idle ORT threads busy-wait (faster on an idle CPU) and
-    ``tile`` is the side of the synthesis tiles in output pixels (0 or None: the whole picture at once;
-    "auto": ``codec.tiling.choose_tile``)."""
+    ``tile`` is the side of the synthesis tiles in output pixels (0 or None: the whole picture at once)."""
 
     def __init__(self, onnx_dir: str | Path, int8: bool = False, threads: int = 1, spin: bool = False,
-                 tile: int | str | None = AUTO):
+                 tile: int | None = DEFAULT_TILE):
         self.dir = Path(onnx_dir)
         path = self.dir / MANIFEST
         if not path.is_file():
@@ -276,12 +275,11 @@ class OnnxDecoder:
         return unphase(*luma), unphase(*chroma)
 
     def synthesize(self, yh: np.ndarray, uvh: np.ndarray, height: int, width: int,
-                   sink: Callable[[np.ndarray], None], tile: int | str | None):
+                   sink: Callable[[np.ndarray], None], tile: int | None):
         """Latents -> 8-bit RGB rows handed to ``sink`` strip by strip (top to bottom). Returns the cropped
         float planes of a whole-picture decode (tile None), else (None, None)."""
-        tile = choose_tile(tile, height, width, self.footprints, self.multiple) if self.footprints else None
-        tiles = tile is not None
-        strips = plan_tiles(height, width, tile, self.footprints or {}, self.multiple)
+        tiles = self.footprints is not None and tile
+        strips = plan_tiles(height, width, tile if tiles else None, self.footprints or {}, self.multiple)
         cw = (width + 1) // 2
         planes = (None, None)
         for strip in strips:
@@ -332,7 +330,7 @@ class OnnxDecoder:
                sink: Callable[[np.ndarray], None] | None = None) -> Decoded:
         """Bitstream bytes -> Decoded (picture and integer state). Raises BitstreamError on bad input.
 
-        ``tile``: synthesis tile side in pixels (default: the decoder's; 0 or None: whole picture; "auto").
+        ``tile``: synthesis tile side in pixels (default: the decoder's; 0 or None: whole picture).
         ``sink``: called with each strip of 8-bit RGB rows, top to bottom; then ``Decoded.rgb`` is None."""
         bs = unpack(data, verify_crc=verify_crc)
         tile = self.tile if tile == "default" else tile

@@ -79,23 +79,6 @@ def test_plan_covers_the_picture_once():
     assert plan_tiles(301, 467, 0, fps)[0][0].lat == (0, 20, 0, 32)
 
 
-def test_auto_tile_decodes_whole_only_what_fits_one_tile_window():
-    """"auto": the whole picture when its latent grid is no larger than one 512-pixel tile's window
-    (32 cells and the margins: 44 x 44 cells here), else 512-pixel tiles; numbers are taken as given."""
-    from codec.tiling import AUTO, DEFAULT_TILE, Footprint, choose_tile, tile_arg
-
-    fps = {"y": Footprint(16, (-84, 99), (-84, 99)), "uv": Footprint(8, (-42, 49), (-42, 49))}
-    assert choose_tile(AUTO, 512, 768, fps) is None                  # 32 x 48 cells: one pass
-    assert choose_tile(AUTO, 704, 704, fps) is None                  # 44 x 44 cells: as large as a window
-    assert choose_tile(AUTO, 705, 704, fps) == DEFAULT_TILE          # padded to 48 x 44 cells: tiles
-    assert choose_tile(AUTO, 3000, 4000, fps) == DEFAULT_TILE
-    assert choose_tile(AUTO, 3000, 4000, {}) is None                 # no footprints: cannot tile
-    assert choose_tile(100, 512, 768, fps) == 112 and choose_tile(0, 3000, 4000, fps) is None
-    assert tile_arg("auto") == AUTO and tile_arg("256") == 256
-    with pytest.raises(ValueError, match="number of pixels or 'auto'"):
-        tile_arg("big")
-
-
 @pytest.fixture
 def one_thread():
     """Tiles and bands equal the whole picture at one torch thread (see codec/tiling.py)."""
