@@ -2,7 +2,7 @@
 
     python -m export.decode IN.bin -o OUT.png --onnx DIR [--int8] [--threads N] [--tile PIXELS]
 
-Needs only numpy, onnxruntime, Pillow and compressai's compiled rANS extension (loaded by file path
+Needs only numpy, onnxruntime, threadpoolctl, Pillow and compressai's compiled rANS extension (loaded by file path
 without importing compressai, whose package imports torch: see codec/entropy.py).
 
 Memory is bounded for any picture size: the synthesis runs in --tile x --tile-pixel tiles (default 512,

@@ -195,6 +195,32 @@ def test_decoder_cli_runs_without_torch(student, exported, eval_paths, tmp_path)
         assert np.array_equal(out, ref)
 
 
+def test_decode_caps_numpy_blas_at_its_thread_count(student, exported, eval_paths):
+    """OpenBLAS's idle threads spin: a one-thread decode must not start more (and gives them back after)."""
+    from threadpoolctl import ThreadpoolController
+
+    from export.runtime import OnnxDecoder
+
+    blas = ThreadpoolController().select(user_api="blas")
+    if not blas.lib_controllers:
+        pytest.skip("numpy without a BLAS library")
+    before = [c.num_threads for c in blas.lib_controllers]
+    dec = OnnxDecoder(exported, threads=1)
+    seen = []
+
+    class Watched:                           # the scale decoder, noting BLAS's threads at each call
+        def __getattr__(self, name):
+            return getattr(scale, name)
+
+        def __call__(self, z):
+            seen.append([c.num_threads for c in ThreadpoolController().select(user_api="blas").lib_controllers])
+            return scale(z)
+    scale, dec.scale_decoder = dec.scale_decoder, Watched()
+    dec.decode(encode_image(student, load_rgb(eval_paths[0])[:128, :192], 2))
+    assert seen and all(n == [1] * len(before) for n in seen)
+    assert [c.num_threads for c in ThreadpoolController().select(user_api="blas").lib_controllers] == before
+
+
 def test_decoder_cli_one_line_errors(student, teacher, exported, eval_paths, tmp_path, capsys):
     from export.decode import main
 
