@@ -137,6 +137,25 @@ def test_a_fresh_optimiser_mid_schedule_warms_up_again(tmp_path):
     assert logged == pytest.approx(expected, rel=5e-3) and logged[0] < logged[1] < lr_at(40, cfg)
 
 
+def test_resumed_ranks_draw_different_crops(tmp_path, monkeypatch):
+    """Only rank 0 checkpoints its RNG: a resumed rank 0 continues that stream exactly, other ranks leave it
+    (else under torchrun every rank trained on rank 0's crops after a resume)."""
+    import torch
+
+    from photos import train_images
+    from codec.registry import create_model
+    from training import TrainConfig, Trainer
+
+    cfg = TrainConfig(steps=2, batch=2, crop=64, log_every=1, threads=1)
+    Trainer(create_model("student-1k"), cfg, tmp_path, train_images()[:2]).train(progress=False)
+    draws = {}
+    for rank in (0, 1, 0):
+        monkeypatch.setenv("RANK", str(rank))
+        assert Trainer(create_model("student-1k"), cfg, tmp_path, train_images()[:2]).resume()
+        draws.setdefault(rank, []).append(torch.randint(0, 2**62, (4,)))
+    assert torch.equal(*draws[0]) and not torch.equal(draws[0][0], draws[1][0])
+
+
 def test_resume_loads_entropy_tables_of_another_size():
     """A run started from shipped weights rebuilds its entropy tables at another size; its checkpoint must
     still load into a model that holds the shipped tables (the resume of an ``--init`` run)."""

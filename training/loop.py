@@ -235,6 +235,8 @@ class Trainer:
             if self.ema is not None:  # a checkpoint without an average starts it from its weights
                 self.ema = {n: t.clone() for n, t in s["ema"].items()} if "ema" in s else self._fresh_ema()
             torch.set_rng_state(s["rng"])
+            if self.rank:  # the saved state is rank 0's: the other ranks would draw its very crops again
+                torch.manual_seed(self.cfg.seed + 7919 * self.rank + int(torch.randint(0, 2**31, (1,))))
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"checkpoint {self.ckpt} does not fit this run: {first_line(e)}") from None
         return True
