@@ -130,7 +130,7 @@ def _trainer_class():
             m = dict(self.meta)
             base_s, base_step = float(m.pop("base_train_s")), int(m.pop("base_step"))
             m["step"] = self.step
-            m["gpu_s"] = round(float(m.pop("gpu_s_before")) + (self.train_s - base_s) * self.world, 1)
+            m["gpu_s"] = round(float(m.pop("gpu_s_before")) + self.train_s - base_s, 1)   # summed over ranks
             m["gpu_steps"] = int(m.pop("gpu_steps_before")) + self.step - base_step
             return m
 

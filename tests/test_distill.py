@@ -72,6 +72,11 @@ def test_ddp_two_cpu_processes(tmp_path, trained_teacher_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "ddp" / "student-1k.safetensors").is_file()
     assert (tmp_path / "ddp" / "log.csv").is_file() and (tmp_path / "ddp" / "log.rank1.csv").is_file()
+    # the weights count both processes' time (CPU-hours), the log rank 0's wall time
+    from codec.weights import weights_metadata
+    from training import log_train_seconds
+    wall = log_train_seconds(tmp_path / "ddp" / "log.csv")
+    assert float(weights_metadata(tmp_path / "ddp" / "student-1k.safetensors")["train_s"]) == pytest.approx(2 * wall, abs=0.3)
 
 
 def test_missing_teacher_is_a_one_line_error(tmp_path):

@@ -63,7 +63,8 @@ def log_train_seconds(log_path: Path, until_step: int | None = None) -> float | 
 
 
 def checkpoint_train_seconds(state: dict, run_dir: str | Path) -> float:
-    """Training wall seconds of a checkpoint: stored in it, or (older checkpoints) read from the run's log."""
+    """Training seconds of a checkpoint (summed over processes): stored in it, or (older checkpoints) read
+    from the run's log."""
     return float(state.get("train_s") or log_train_seconds(Path(run_dir) / "log.csv") or 0.0)
 
 

@@ -166,7 +166,7 @@ class Trainer:
                                  num_workers=0)
         self.step = 0
         self.fresh_optimiser_at: int | None = None   # set by continue_from: the step a fresh Adam starts at
-        self.train_s = 0.0         # wall seconds of training over every resumed segment
+        self.train_s = 0.0         # seconds of training over every resumed segment, summed over the processes
         self.ckpt = self.run_dir / "checkpoint.pt"
         self.ema = self._fresh_ema() if cfg.ema else None
 
@@ -346,7 +346,7 @@ class Trainer:
                                 psnr=f"{metrics['psnr_yuv']:.2f}")
                 acc = {"loss": 0.0, "bpp": 0.0, "psnr_yuv": 0.0, "n": 0}
             bar.update(1)
-            self.train_s = s0 + time.time() - t0
+            self.train_s = s0 + (time.time() - t0) * self.world   # torchrun: every process's time counts
             if cfg.snapshot_every_s and time.time() - last_snap > cfg.snapshot_every_s:
                 self.snapshot()
                 last_snap = time.time()
