@@ -79,6 +79,27 @@ def test_ddp_two_cpu_processes(tmp_path, trained_teacher_path):
     assert float(weights_metadata(tmp_path / "ddp" / "student-1k.safetensors")["train_s"]) == pytest.approx(2 * wall, abs=0.3)
 
 
+SNAPSHOTS_UNDER_DDP = """
+import sys
+from photos import train_images
+from codec.registry import create_model
+from training import TrainConfig, Trainer
+cfg = TrainConfig(steps=3, batch=2, crop=64, threads=1, log_every=1, snapshot_every_s=1e-9)
+Trainer(create_model("student-1k"), cfg, sys.argv[1], train_images()[:2]).train(progress=False)
+"""
+
+
+def test_ddp_survives_snapshots_between_steps(tmp_path):
+    """Rank 0's snapshots rebuild its entropy tables (buffers) between steps; the other rank must not care."""
+    (tmp_path / "snap.py").write_text(SNAPSHOTS_UNDER_DDP)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29534",
+           str(tmp_path / "snap.py"), str(tmp_path / "run")]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(list((tmp_path / "run" / "snapshots").glob("step-*.safetensors"))) >= 2
+
+
 def test_missing_teacher_is_a_one_line_error(tmp_path):
     r = _distill("--teacher", str(tmp_path / "nope.safetensors"), "--steps", "1", "--run-dir", str(tmp_path / "r"))
     assert r.returncode == 1 and r.stderr.strip().startswith("error:") and r.stderr.count("\n") == 1

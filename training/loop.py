@@ -133,8 +133,11 @@ class Trainer:
 
             if not dist.is_initialized():
                 dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-            # The entropy bottleneck's quantiles only get gradients from the aux loss (synced below).
-            self.forward = DistributedDataParallel(model, find_unused_parameters=True)
+            # The entropy bottleneck's quantiles only get gradients from the aux loss (synced below). No
+            # buffer takes part in the training forward (the entropy coder's tables are buffers): broadcasting
+            # them at every step cost time, and once rank 0's snapshot had rebuilt its tables at another size
+            # the broadcast no longer matched and the run died (gloo: "Received data size doesn't match").
+            self.forward = DistributedDataParallel(model, find_unused_parameters=True, broadcast_buffers=False)
             if cfg.batch % self.world:
                 raise ValueError(f"batch {cfg.batch} does not split over {self.world} processes")
         if cfg.trainable == "encoder":
