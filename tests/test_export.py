@@ -201,10 +201,12 @@ def test_decode_caps_numpy_blas_at_its_thread_count(student, exported, eval_path
 
     from export.runtime import OnnxDecoder
 
-    blas = ThreadpoolController().select(user_api="blas")
-    if not blas.lib_controllers:
+    def blas_threads() -> list[int]:
+        return [c.num_threads for c in ThreadpoolController().select(user_api="blas").lib_controllers]
+
+    before = blas_threads()
+    if not before:
         pytest.skip("numpy without a BLAS library")
-    before = [c.num_threads for c in blas.lib_controllers]
     dec = OnnxDecoder(exported, threads=1)
     seen = []
 
@@ -213,12 +215,12 @@ def test_decode_caps_numpy_blas_at_its_thread_count(student, exported, eval_path
             return getattr(scale, name)
 
         def __call__(self, z):
-            seen.append([c.num_threads for c in ThreadpoolController().select(user_api="blas").lib_controllers])
+            seen.append(blas_threads())
             return scale(z)
     scale, dec.scale_decoder = dec.scale_decoder, Watched()
     dec.decode(encode_image(student, load_rgb(eval_paths[0])[:128, :192], 2))
     assert seen and all(n == [1] * len(before) for n in seen)
-    assert [c.num_threads for c in ThreadpoolController().select(user_api="blas").lib_controllers] == before
+    assert blas_threads() == before
 
 
 def test_decoder_cli_one_line_errors(student, teacher, exported, eval_paths, tmp_path, capsys):
