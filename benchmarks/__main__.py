@@ -151,6 +151,12 @@ def cmd_ceiling(args) -> None:
     main_args(args)
 
 
+def cmd_errors(args) -> None:
+    """Where each model's error goes (planes, flat vs textured, frequencies); write results/errors/."""
+    from .errors import main_args
+    main_args(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark command line; return the exit status."""
     parser = _Parser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
@@ -215,11 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     add_speed_parser(sub)
     from .ceiling import add_parser as add_ceiling_parser
     add_ceiling_parser(sub)
+    from .errors import add_parser as add_errors_parser
+    add_errors_parser(sub)
     args = parser.parse_args(argv)
     args.argv = argv
     commands = {"rd": cmd_rd, "report": cmd_report, "train-speed": cmd_train_speed, "ablation": cmd_ablation,
                 "effort": cmd_effort, "recipe": cmd_recipe, "rate-check": cmd_rate_check, "speed": cmd_speed,
-                "ceiling": cmd_ceiling}
+                "ceiling": cmd_ceiling, "errors": cmd_errors}
     return run_command(lambda: commands[args.command](args), (ImageError, ValueError, RuntimeError, CodecError, OSError))
 
 

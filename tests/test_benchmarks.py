@@ -190,3 +190,36 @@ def test_report_compares_against_an_extra_anchor():
     new_vs_old = [b for b in bd if b["anchor"] == "old" and b["codec"] == "new" and b["metric"] == "psnr_yuv"]
     assert new_vs_old and math.isclose(new_vs_old[0]["bd_rate"], -12.5, abs_tol=0.5)
     assert not any(b["anchor"] == "new" for b in bd)
+
+
+def test_error_structure_tells_flat_from_textured_and_low_from_high_frequencies():
+    """A smooth offset on the flat half shows in the flat MSE and the low-frequency share; fine noise on the
+    textured half shows in the textured MSE at high frequencies."""
+    from benchmarks.errors import error_structure
+    rng = np.random.default_rng(0)
+    ref = np.full((64, 64, 3), 120, np.uint8)
+    ref[:, 32:] = rng.integers(40, 200, (64, 32, 3), dtype=np.uint8)   # left half flat, right half textured
+    same = error_structure(ref, ref)
+    assert same["mse_flat"] == 0 and same["mse_textured"] == 0 and same["ms_ssim"] > 0.999
+    smooth = ref.copy()
+    smooth[:, :32] += 6
+    s = error_structure(ref, smooth)
+    assert s["mse_flat"] > 20 and s["mse_textured"] < 1 and s["low_freq_share"] > 0.5 and s["psnr_u"] > s["psnr_y"]
+    noisy = ref.astype(int)
+    noisy[:, 32:] += np.where((np.indices((64, 32)).sum(0) % 2)[..., None] == 0, 6, -6)
+    n = error_structure(ref, np.clip(noisy, 0, 255).astype(np.uint8))
+    assert n["mse_textured"] > 20 and n["mse_flat"] < 1 and n["low_freq_share"] < 0.05
+
+
+def test_errors_cli_writes_table_plot_and_rejects_a_bad_rate_point(tmp_path):
+    import json
+    data, out = tmp_path / "data", tmp_path / "errors"
+    data.mkdir()
+    Image.fromarray(_image(48, 64)).save(data / "img0.png")
+    assert main(["errors", "--models", "student-1k", "--qualities", "0,2", "--data", str(data), "--out", str(out),
+                 "--quiet"]) == 0
+    rows = json.loads((out / "errors.json").read_text())["rows"]
+    assert [r["quality"] for r in rows] == [0, 2] and rows[0]["bpp"] < rows[1]["bpp"]
+    assert "| student-1k | 2 |" in (out / "errors.md").read_text() and (out / "errors.png").stat().st_size > 0
+    assert main(["errors", "--models", "student-1k", "--qualities", "99", "--data", str(data), "--out", str(out),
+                 "--quiet"]) == 1
