@@ -33,12 +33,15 @@ distill: venv data
 report: venv
 	$(PYTHON) -m profiling all --out reports
 
-# Our models also with the ONNX INT8 decoder (the recipe of export/int8.py): the student and, where it is
-# shipped, its pruned version (weights/STUDENT-pruned.safetensors, a preset of its own).
+# Our models also with the ONNX INT8 decoder (the recipe of export/int8.py): the student, where it is
+# shipped its pruned version (weights/STUDENT-pruned.safetensors, a preset of its own), and the best 2k
+# model (BEST, today the wide-latent preset).
 SHIPPED_PRUNED := $(wildcard weights/$(STUDENT)-pruned.safetensors)
+BEST ?= student-2k-wide
 bench: venv data
 	$(PYTHON) -m benchmarks rd --int8 $(STUDENT)-int8=$(STUDENT) \
-		$(if $(SHIPPED_PRUNED),--int8 $(STUDENT)-pruned-int8=$(STUDENT)-pruned)
+		$(if $(SHIPPED_PRUNED),--int8 $(STUDENT)-pruned-int8=$(STUDENT)-pruned) \
+		$(if $(filter-out $(STUDENT),$(BEST)),--int8 $(BEST)-int8=$(BEST))
 
 # The deployment table (README, docs/deployment.md): teacher, student, pruned student and both INT8 exports.
 # The pruned student is the shipped one; without it, `python -m distill.prune` makes one into runs/deploy/

@@ -37,7 +37,7 @@ def select_codecs(names: list[str] | None = None, weights: dict[str, str] | None
 
     ``weights``: extra models NAME -> weights file; ``int8``: INT8 codecs NAME -> model decoded by the
     ONNX INT8 decoder; ``onnx``: also time the ONNX FP32 decoder of our torch-decoded models.
-    The anchors 'jpeg' and 'hevc' are always added. Returns (usable codecs, {skipped name: reason});
+    The anchors 'jpeg' and 'hevc' and the models named by ``weights`` and ``int8`` are always added. Returns (usable codecs, {skipped name: reason});
     raises ValueError for an unknown name.
     """
     pool: dict[str, Codec] = classical_codecs()
@@ -46,7 +46,8 @@ def select_codecs(names: list[str] | None = None, weights: dict[str, str] | None
         unknown = [n for n in names if n not in pool]
         if unknown:
             raise ValueError(f"unknown codec {', '.join(unknown)}; known: {', '.join(pool)}")
-        wanted = [n for n in pool if n in names or n in ANCHORS]
+        named = set(names) | set(weights or {}) | set(int8 or {})
+        wanted = [n for n in pool if n in named or n in ANCHORS]
     else:
         wanted = list(pool)
     usable, skipped = [], {}

@@ -91,6 +91,14 @@ def test_missing_tool_is_skipped_with_a_reason(monkeypatch):
         select_codecs(["nosuchcodec"])
 
 
+def test_models_named_by_weights_and_int8_join_a_codec_list():
+    """`rd --codecs A --int8 A-int8=A` runs A-int8 too: naming a model by --weights or --int8 asks for it."""
+    usable, _ = select_codecs(["student-1k"], weights={"s-old": "weights/student-1k.safetensors"},
+                              int8={"s-int8": "student-1k"})
+    assert {"student-1k", "s-old", "s-int8", "jpeg"} <= {c.name for c in usable}
+    assert "student-2k" not in {c.name for c in usable}
+
+
 def test_cli_runs_end_to_end_and_reports_skips(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bcodecs.shutil, "which", lambda name: None)
     monkeypatch.setattr(bselection, "learned_codecs", lambda *args, **kwargs: [])
