@@ -5,8 +5,8 @@ Each layer consumes part of that margin, so the feature maps of the later, large
 little of it: without crops a 512-pixel tile with the 6 latent cells of margin student-2k needs computes
 (44/32)^2 = 1.9x its own area at every stage; cropping before each upsampling leaves 1.2x.
 
-The exported graph gets, before each upsampling (each ConvTranspose; for a ShuffleUp, before its
-all-ones channel is added), a ``Slice`` of rows and columns whose bounds are graph inputs
+The exported graph gets, before each upsampling (each ConvTranspose; for a ShuffleUp or a LinearTail,
+before its all-ones channel is added), a ``Slice`` of rows and columns whose bounds are graph inputs
 ``crop{k}_starts`` / ``crop{k}_ends`` (int64 [2]: rows, columns) for the tensors with k positions per
 latent cell. Their defaults (initializers) keep everything, so the graph computes exactly what it did
 without crops and other callers see no difference. The decoder computes the bounds per tile from the
@@ -30,15 +30,16 @@ KEEP_ALL = 1 << 62
 
 
 def torch_crop_points(synthesis: nn.Module, channels: tuple[int, int]) -> dict[int, list[str]]:
-    """Upsampling modules of ``synthesis`` (ShuffleUp, or ConvTranspose2d outside one) by the number of
+    """Upsampling modules of ``synthesis`` (ShuffleUp, LinearTail, or ConvTranspose2d outside them) by the number of
     positions per latent cell of their input."""
     import torch
 
-    from .nets import ShuffleUp
+    from .nets import LinearTail, ShuffleUp
 
-    inner = {f"{n}.{c}" for n, m in synthesis.named_modules() if isinstance(m, ShuffleUp) for c, _ in m.named_modules() if c}
+    ups = (ShuffleUp, LinearTail)
+    inner = {f"{n}.{c}" for n, m in synthesis.named_modules() if isinstance(m, ups) for c, _ in m.named_modules() if c}
     names = [n for n, m in synthesis.named_modules()
-             if isinstance(m, ShuffleUp) or (isinstance(m, nn.ConvTranspose2d) and n not in inner)]
+             if isinstance(m, ups) or (isinstance(m, nn.ConvTranspose2d) and n not in inner)]
     grid: dict[str, int] = {}
     handles = [synthesis.get_submodule(n).register_forward_pre_hook(
         lambda mod, args, n=n: grid.__setitem__(n, args[0].shape[-1] // 3)) for n in names]
@@ -67,13 +68,14 @@ def _consumers(graph) -> dict[str, list[onnx.NodeProto]]:
 
 
 def onnx_crop_points(model: onnx.ModelProto) -> list[tuple[str, onnx.NodeProto, bool]]:
-    """(tensor to crop, its ConvTranspose, whether cropping it is safe) for every ConvTranspose: the
-    tensor is the ConvTranspose's input, or for a ShuffleUp the tensor its all-ones channel is added to.
-    Safe: everything computed from the tensor flows only into that ConvTranspose."""
+    """(tensor to crop, its first ConvTranspose, whether cropping it is safe) for every tensor that
+    transposed convolutions upsample: a ConvTranspose's input, or for a ShuffleUp the tensor its all-ones
+    channel is added to (the two of a LinearTail share one). Safe: everything computed from the tensor
+    flows only into those ConvTransposes."""
     g = model.graph
     prod, cons = _producer(g), _consumers(g)
     outputs = {o.name for o in g.output}
-    points = []
+    groups: dict[str, list[onnx.NodeProto]] = {}
     for node in g.node:
         if node.op_type != "ConvTranspose":
             continue
@@ -81,26 +83,27 @@ def onnx_crop_points(model: onnx.ModelProto) -> list[tuple[str, onnx.NodeProto, 
         p = prod.get(t)
         if p is not None and p.op_type == "Concat" and len(p.input) == 2:
             t = p.input[0]
-        # every node reachable from t without passing the ConvTranspose must feed only that closure
+        groups.setdefault(t, []).append(node)
+    points = []
+    for t, ups in groups.items():
+        up_ids = {id(n) for n in ups}
+        # every node reachable from t without passing the ConvTransposes must feed only that closure
         seen, todo = set(), [t]
-        safe = True
-        while todo and safe:
+        while todo:
             name = todo.pop()
-            if name in outputs:
-                safe = False
             for c in cons.get(name, []):
-                if c is node or id(c) in seen:
+                if id(c) in up_ids or id(c) in seen:
                     continue
                 seen.add(id(c))
                 todo.extend(c.output)
         closure = [n for n in g.node if id(n) in seen]
         reached = {o for n in closure for o in n.output}
+        safe = t not in outputs and not (reached & outputs)
         for n in closure:
             for o in n.output:
-                if any(c is not node and id(c) not in seen for c in cons.get(o, [])):
+                if any(id(c) not in up_ids and id(c) not in seen for c in cons.get(o, [])):
                     safe = False
-        safe &= not (reached & outputs)
-        points.append((t, node, safe))
+        points.append((t, ups[0], safe))
     return points
 
 

@@ -26,9 +26,10 @@ from .tables import write_tables
 from .to_onnx import OPSET, export_net, max_abs_error
 
 # What this exporter writes, beyond the version-1 format the decoder reads: 2 = tile footprints and in-graph
-# crops, the context computed on the 2x2 phases, ShuffleUp / ChannelPermute synthesis (the decoder reads
-# version-1 exports of earlier exporters too, whole-picture only).
-EXPORT_REVISION = 2
+# crops, the context computed on the 2x2 phases, ShuffleUp / ChannelPermute synthesis; 3 = a linear luma tail
+# folded into two transposed convolutions (LinearTail). The decoder reads version-1 exports of earlier
+# exporters too (revision 1 whole-picture only).
+EXPORT_REVISION = 3
 
 
 def check_picture(seed: int = 0, size: tuple[int, int] = (192, 256)) -> np.ndarray:

@@ -214,11 +214,68 @@ def _resolve_shuffles(module: nn.Module, *example: torch.Tensor) -> nn.Module:
     return module
 
 
+class LinearTail(nn.Module):
+    """A linear tail of the luma synthesis folded into two transposed convolutions of its H/4 features x.
+
+    When the H/2 stage has no blocks (student-2k-wide), the H/2 features are f = shuffle(up(x)), the luma
+    is shuffle(head(f)) and the chroma branch reads f through one 1x1 convolution (ICCI): all linear in x.
+    So the luma is one 4x4 stride-4 transposed convolution of x (16 phases, 1 channel) and the chroma's luma
+    term one 2x2 stride-2 transposed convolution (4 phases, 2 channels): the same function (up to float
+    rounding), without the 20-channel H/2 features, their layout conversions and two of the all-ones
+    channels (the biases differ per phase and ride on one all-ones input channel, as in ShuffleUp)."""
+
+    def __init__(self, up: nn.Conv2d, head: nn.Conv2d, chroma_weight: torch.Tensor):
+        super().__init__()
+        c, f = up.in_channels, up.out_channels // 4
+        w = up.weight[:, :, 0, 0].reshape(f, 2, 2, c)                       # f, a, b, c: PixelShuffle order
+        b = (up.bias if up.bias is not None else torch.zeros(4 * f)).reshape(f, 2, 2)
+        wh = head.weight[:, :, 0, 0].reshape(2, 2, f)                       # a', b', f
+        bh = (head.bias if head.bias is not None else torch.zeros(4)).reshape(2, 2)
+        self.luma = nn.ConvTranspose2d(c + 1, 1, 4, stride=4, bias=False)    # tap (2a + a', 2b + b')
+        self.chroma = nn.ConvTranspose2d(c + 1, chroma_weight.shape[0], 2, stride=2, bias=False)
+        with torch.no_grad():
+            self.luma.weight[:c, 0] = torch.einsum("pqf,fabk->kapbq", wh, w).reshape(c, 4, 4)
+            self.luma.weight[c, 0] = (torch.einsum("pqf,fab->apbq", wh, b) + bh[None, :, None, :]).reshape(4, 4)
+            self.chroma.weight[:c] = torch.einsum("of,fabk->koab", chroma_weight, w)
+            self.chroma.weight[c] = torch.einsum("of,fab->oab", chroma_weight, b)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat((x, torch.ones_like(x[:, :1])), 1)
+        return self.luma(x), self.chroma(x)
+
+
+class FoldedSynthesis(nn.Module):
+    """A synthesis whose luma tail is linear, with that tail as a LinearTail: (y_hat, uv_hat) -> (luma,
+    chroma), as ``codec.model.Synthesis``."""
+
+    def __init__(self, front: nn.Module, tail: LinearTail, chroma: nn.Module):
+        super().__init__()
+        self.front, self.tail, self.chroma = front, tail, chroma
+
+    @classmethod
+    def of(cls, synthesis: nn.Module) -> "FoldedSynthesis | None":
+        """The folded form of a ``codec.model.Synthesis`` (its modules are reused), or None where its
+        transforms do not offer a linear tail (``linear_tail``, ``luma_split``: student/presets.py)."""
+        sy, suv = synthesis.synthesis_y, synthesis.synthesis_uv
+        parts = getattr(sy, "linear_tail", lambda: None)()
+        if parts is None or not hasattr(suv, "luma_split"):
+            return None
+        front, up, head = parts
+        own, weight = suv.luma_split()
+        return cls(front, LinearTail(up, head, weight), own)
+
+    def forward(self, y_hat: torch.Tensor, uv_hat: torch.Tensor):
+        luma, luma_term = self.tail(self.front(y_hat))
+        return luma, self.chroma(uv_hat) + luma_term
+
+
 def deploy_synthesis(model) -> nn.Module:
-    """The synthesis as exported: ``codec.model.Synthesis`` (a copy) with its pixel shuffles folded into
-    transposed convolutions (ShuffleUp) and its channel shuffles as gathers (ChannelPermute); the same
-    function, faster in ONNX Runtime and croppable inside the graph."""
-    syn = _fold_children(copy.deepcopy(Synthesis(model))).eval()
+    """The synthesis as exported: ``codec.model.Synthesis`` (a copy) with a linear luma tail folded
+    (FoldedSynthesis), its pixel shuffles folded into transposed convolutions (ShuffleUp) and its channel
+    shuffles as gathers (ChannelPermute); the same function, faster in ONNX Runtime and croppable inside
+    the graph."""
+    syn = copy.deepcopy(Synthesis(model))
+    syn = _fold_children(FoldedSynthesis.of(syn) or syn).eval()
     cfg = model.cfg
     return _resolve_shuffles(syn, torch.zeros(1, cfg.y_channels, 2, 2), torch.zeros(1, cfg.uv_channels, 2, 2)).eval()
 

@@ -86,6 +86,16 @@ class StudentSynthesisY(nn.Module):
         x = self.body(self.latent(feat)) if i == 0 else self.body[i:](feat)
         return self.head(x)
 
+    def linear_tail(self) -> tuple[nn.Module, nn.Conv2d, nn.Conv2d] | None:
+        """(front, up, head) when everything after the H/4 features is linear (the H/2 stage has no blocks):
+        the H/2 features are ``up`` (a 1x1 convolution, then a 2x pixel shuffle) of front(latent) and the luma
+        is ``head`` (the same) of those; None when the H/2 stage has blocks. The exporter folds such a tail
+        into two small transposed convolutions (export/nets.py)."""
+        last = self.body[-1]
+        if len(last) != 2:
+            return None
+        return nn.Sequential(self.latent, *self.body[:-1]), last[0], self.head[0]
+
 
 class StudentSynthesisUV(nn.Module):
     """Latent -> chroma at H/2, fusing a few luma feature channels before the output (ICCI)."""
@@ -99,6 +109,16 @@ class StudentSynthesisUV(nn.Module):
 
     def forward(self, uvh: torch.Tensor, luma_feat: torch.Tensor):
         return self.icci(torch.cat((self.body(uvh), luma_feat), 1))
+
+    def luma_split(self) -> tuple[nn.Module, torch.Tensor]:
+        """(own, weight): the chroma is own(uv_hat) plus ``weight`` (2 x luma channels, no bias) applied
+        as a 1x1 convolution to the luma features; the ICCI convolution split in two."""
+        n = self.body[-3].out_channels // 4   # the chroma's own channels come first in the concatenation
+        own = nn.Conv2d(n, self.icci.out_channels, 1)
+        with torch.no_grad():
+            own.weight.copy_(self.icci.weight[:, :n])
+            own.bias.copy_(self.icci.bias)
+        return nn.Sequential(self.body, own), self.icci.weight[:, n:, 0, 0].detach()
 
 
 def _hyper_decoder(c: StudentConfig, out: int) -> nn.Sequential:

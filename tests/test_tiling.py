@@ -260,3 +260,31 @@ def test_bad_tile_sizes(student2k, picture):
     with pytest.raises(ValueError):
         decode_image(student2k, data, tile=-16)
     assert bsf.unpack(data).width == 40
+
+
+def test_linear_luma_tail_is_folded_and_still_tiles_in_onnx(picture, tmp_path):
+    """student-2k-wide's H/2 stage has no blocks: the exporter folds its linear luma tail into two transposed
+    convolutions (LinearTail), the same function, and still crops it inside the graph; ONNX tiles give the
+    whole decode's picture within float rounding, and that is the torch decoder's within one level."""
+    from codec.model import Synthesis
+    from codec.weights import load_model
+    from export.exporter import export_model
+    from export.nets import FoldedSynthesis, deploy_synthesis
+    from export.runtime import OnnxDecoder
+
+    model = load_model("student-2k-wide")
+    folded = deploy_synthesis(model)
+    assert isinstance(folded, FoldedSynthesis)
+    assert not isinstance(deploy_synthesis(load_model("student-2k")), FoldedSynthesis)   # blocks at H/2
+    g = torch.Generator().manual_seed(0)
+    y, uv = 3 * torch.randn(1, 192, 6, 10, generator=g), 3 * torch.randn(1, 32, 6, 10, generator=g)
+    with torch.no_grad():
+        assert all((a - b).abs().max() < 1e-4 for a, b in zip(Synthesis(model)(y, uv), folded(y, uv)))
+    export_model(model, tmp_path, int8=False, ort_format=False, encoder=False, log=lambda *_: None)
+    data = encode_image(model, picture, 3)
+    dec = OnnxDecoder(tmp_path, int8=False)
+    assert [level[0] for level in dec.crop_levels] == [1, 2, 4]
+    whole = dec.decode(data, tile=0)
+    assert np.abs(whole.rgb.astype(int) - decode_image(model, data)).max() <= 1
+    for tile in (256, 128, 48):
+        assert_same_picture(dec.decode(data, tile=tile).rgb, whole.rgb, False, tile)
