@@ -63,6 +63,21 @@ def test_training_resumes_from_checkpoint(tmp_path, trained_teacher_path):
     assert Path(summary["weights"]).is_file()
 
 
+def test_resumed_run_keeps_the_lineage_of_its_init_file(tmp_path):
+    """A run started with --init and resumed without it still counts the start file's steps and time."""
+    from codec.weights import save_weights, weights_metadata
+    start = save_weights(create_model("student-1k"), tmp_path / "start.safetensors",
+                         meta={"step": 1000, "train_s": 500.0})
+    run = tmp_path / "run"
+    args = ("--no-kd", "--crop", "64", "--batch", "1", "--run-dir", str(run))
+    assert _distill(*args, "--init", str(start), "--steps", "2").returncode == 0
+    r = _distill(*args, "--steps", "4")
+    assert r.returncode == 0, r.stderr
+    meta = weights_metadata(json.loads(r.stdout.strip().splitlines()[-1])["weights"])
+    assert int(meta["step"]) == 1004 and int(meta["run_step"]) == 4 and float(meta["train_s"]) > 500
+    assert meta["history"].startswith("step 1,000")
+
+
 def test_ddp_two_cpu_processes(tmp_path, trained_teacher_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",

@@ -206,6 +206,8 @@ class Trainer:
         s = {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
              "aux_opt": self.aux_opt.state_dict(), "step": self.step, "rng": torch.get_rng_state(),
              "train_s": self.train_s}
+        if self.lineage:   # what --init started from: a resume without --init still counts the whole lineage
+            s["lineage"] = dict(self.lineage)
         if self.extra_modules is not None:
             s["extra"] = self.extra_modules.state_dict()
         if self.ema is not None:
@@ -235,6 +237,8 @@ class Trainer:
                 self.extra_modules.load_state_dict(s["extra"])
             self.step = int(s["step"])
             self.train_s = checkpoint_train_seconds(s, self.run_dir)
+            if s.get("lineage"):
+                self.lineage = dict(s["lineage"])
             if self.ema is not None:  # a checkpoint without an average starts it from its weights
                 self.ema = {n: t.clone() for n, t in s["ema"].items()} if "ema" in s else self._fresh_ema()
             torch.set_rng_state(s["rng"])
