@@ -125,7 +125,7 @@ def probe_footprints(synthesis, channels: tuple[int, int], at: list[str] | None 
 
     ``at``: names of submodules whose inputs are raised instead of the latents (one position of each, all
     on the same grid, k positions per latent cell): their footprint, with scale 16 / k (luma) and
-    8 / k (chroma), tells how much of those tensors a tile's output needs (in-graph crops, export/nets.py).
+    8 / k (chroma), tells how much of those tensors a tile's output needs (in-graph crops, export/crops.py).
 
     Raises ValueError when the influence reaches the probe's edge at ``limit`` cells (not a local
     network, e.g. global attention: such a synthesis cannot be tiled)."""

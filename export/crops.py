@@ -34,7 +34,7 @@ def torch_crop_points(synthesis: nn.Module, channels: tuple[int, int]) -> dict[i
     positions per latent cell of their input."""
     import torch
 
-    from .nets import LinearTail, ShuffleUp
+    from .synthesis import LinearTail, ShuffleUp
 
     ups = (ShuffleUp, LinearTail)
     inner = {f"{n}.{c}" for n, m in synthesis.named_modules() if isinstance(m, ups) for c, _ in m.named_modules() if c}

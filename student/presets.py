@@ -90,7 +90,7 @@ class StudentSynthesisY(nn.Module):
         """(front, up, head) when everything after the H/4 features is linear (the H/2 stage has no blocks):
         the H/2 features are ``up`` (a 1x1 convolution, then a 2x pixel shuffle) of front(latent) and the luma
         is ``head`` (the same) of those; None when the H/2 stage has blocks. The exporter folds such a tail
-        into two small transposed convolutions (export/nets.py)."""
+        into two small transposed convolutions (export/synthesis.py)."""
         last = self.body[-1]
         if len(last) != 2:
             return None

@@ -212,7 +212,7 @@ def test_onnx_crops_change_nothing_without_tiles(student2k, onnx_export):
     """The crop inputs' defaults keep everything: the graph computes what the uncropped one does."""
     import onnxruntime as ort
 
-    from export.nets import deploy_synthesis
+    from export.synthesis import deploy_synthesis
 
     s = ort.InferenceSession(str(onnx_export / "synthesis.onnx"), providers=["CPUExecutionProvider"])
     g = torch.Generator().manual_seed(1)
@@ -269,7 +269,7 @@ def test_linear_luma_tail_is_folded_and_still_tiles_in_onnx(picture, tmp_path):
     from codec.model import Synthesis
     from codec.weights import load_model
     from export.exporter import export_model
-    from export.nets import FoldedSynthesis, deploy_synthesis
+    from export.synthesis import FoldedSynthesis, deploy_synthesis
     from export.runtime import OnnxDecoder
 
     model = load_model("student-2k-wide")

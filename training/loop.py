@@ -120,6 +120,7 @@ class Trainer:
         self.model, self.cfg, self.extra_loss = model, cfg, extra_loss
         self.lineage = lineage     # metadata of the weights this run started from (``--init``), if any
         self.rank, self.world = dist_info()
+        self.owns_group = False    # whether this trainer started the process group (and so ends it)
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed + self.rank)
@@ -133,6 +134,7 @@ class Trainer:
 
             if not dist.is_initialized():
                 dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+                self.owns_group = True
             # The entropy bottleneck's quantiles only get gradients from the aux loss (synced below). No
             # buffer takes part in the training forward (the entropy coder's tables are buffers): broadcasting
             # them at every step cost time, and once rank 0's snapshot had rebuilt its tables at another size
@@ -367,6 +369,13 @@ class Trainer:
         self.save()
         if cfg.snapshot_every_s:
             self.snapshot()
+        if self.owns_group:
+            # Leave together: a gloo rank whose peer has already exited dies in its I/O thread (SIGABRT), which
+            # a loaded machine showed when rank 0 finished its last snapshot before rank 1 left.
+            import torch.distributed as dist
+            dist.barrier()
+            dist.destroy_process_group()
+            self.owns_group = False
         model.eval()
         return metrics
 
