@@ -369,9 +369,7 @@ class Trainer:
         self.save()
         if cfg.snapshot_every_s:
             self.snapshot()
-        if self.owns_group:
-            # Leave together: a gloo rank whose peer has already exited dies in its I/O thread (SIGABRT), which
-            # a loaded machine showed when rank 0 finished its last snapshot before rank 1 left.
+        if self.owns_group:   # leave together: a gloo rank whose peer has exited can abort in its I/O thread
             import torch.distributed as dist
             dist.barrier()
             dist.destroy_process_group()
