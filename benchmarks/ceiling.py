@@ -30,6 +30,7 @@ from codec.refine import decode_latent, decoder_ceiling, luma_stage_ceilings
 from codec.weights import load_model
 from evaluation.codecs import PillowJPEG, WebP
 from evaluation.machine import machine
+from evaluation.rd import bits_per_pixel
 
 from .report import save_figure
 
@@ -54,7 +55,7 @@ def classical_sweep(codec, rgb: np.ndarray) -> list[tuple[float, float]]:
     with tempfile.TemporaryDirectory() as tmp:
         for q in codec.qualities:
             path = codec.encode(rgb, q, tmp)
-            bpp = path.stat().st_size * 8 / (rgb.shape[0] * rgb.shape[1])
+            bpp = bits_per_pixel(path.stat().st_size, *rgb.shape[:2])
             points.append((bpp, psnr_yuv(rgb, codec.decode(path, tmp))))
     return sorted(points)
 
@@ -73,7 +74,7 @@ def measure(model, rgb: np.ndarray, iterations: int, sweeps: dict, stage_iterati
     h, w = rgb.shape[:2]
     top = model.num_qualities - 1
     data = encode_image(model, rgb, top)
-    row = {"top_quality": top, "top_bpp": len(data) * 8 / (h * w), "top_psnr": psnr_yuv(rgb, decode_image(model, data))}
+    row = {"top_quality": top, "top_bpp": bits_per_pixel(len(data), h, w), "top_psnr": psnr_yuv(rgb, decode_image(model, data))}
     y, uv = pad_planes(to_tensor(rgb), model.cfg.multiple)
     found = decoder_ceiling(model, y, uv, iterations, size=(h, w))
 

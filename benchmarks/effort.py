@@ -27,6 +27,7 @@ from codec.weights import load_model, model_id
 
 from evaluation.bdrate import bd_summary
 from evaluation.machine import machine
+from evaluation.rd import bits_per_pixel
 
 from .report import save_figure
 
@@ -36,7 +37,7 @@ CHECKPOINTS = (25, 50, 100, 200, 400, 800)
 def _row(codec, rgb, data: bytes, **fields) -> dict:
     h, w = rgb.shape[:2]
     decoded = decode_image(codec, data)
-    return {**fields, "pixels": h * w, "bytes": len(data), "bpp": len(data) * 8 / (h * w),
+    return {**fields, "pixels": h * w, "bytes": len(data), "bpp": bits_per_pixel(len(data), h, w),
             "psnr_yuv": psnr_yuv(rgb, decoded), "psnr_rgb": psnr_rgb(rgb, decoded)}
 
 

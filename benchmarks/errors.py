@@ -27,6 +27,7 @@ from codec.images import load_rgb
 from codec.metrics import ms_ssim_rgb, psnr_yuv_planes
 from codec.weights import load_model
 from evaluation.machine import machine
+from evaluation.rd import bits_per_pixel
 
 from .report import save_figure
 
@@ -69,7 +70,7 @@ def run(models: list[str], images: list[Path], qualities: list[int] | None, out:
         for q in tqdm(points, desc=f"errors {name}", disable=not progress):
             for stem, rgb in pictures:
                 data = encode_image(model, rgb, q)
-                row = {"model": name, "quality": q, "image": stem, "bpp": len(data) * 8 / (rgb.shape[0] * rgb.shape[1])}
+                row = {"model": name, "quality": q, "image": stem, "bpp": bits_per_pixel(len(data), *rgb.shape[:2])}
                 row.update(error_structure(rgb, decode_image(model, data)))
                 rows.append(row)
     result = {"meta": {"command": command, "machine": machine(), "images": [s for s, _ in pictures]}, "rows": rows}

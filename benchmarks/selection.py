@@ -37,8 +37,8 @@ def select_codecs(names: list[str] | None = None, weights: dict[str, str] | None
 
     ``weights``: extra models NAME -> weights file; ``int8``: INT8 codecs NAME -> model decoded by the
     ONNX INT8 decoder; ``onnx``: also time the ONNX FP32 decoder of our torch-decoded models.
-    The anchors 'jpeg' and 'hevc' and the models named by ``weights`` and ``int8`` are always added. Returns (usable codecs, {skipped name: reason});
-    raises ValueError for an unknown name.
+    The anchors 'jpeg' and 'hevc' and the models named by ``weights`` and ``int8`` are always added.
+    Returns (usable codecs, {skipped name: reason}); raises ValueError for an unknown name.
     """
     pool: dict[str, Codec] = classical_codecs()
     pool.update({c.name: c for c in learned_codecs(weights, int8, onnx)})
