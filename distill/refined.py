@@ -102,6 +102,7 @@ class EncoderDistill:
     rd_weight: float = 1.0        # x the usual RD loss (noise proxy) of the encoder's own latents
     log_every: int = 50
     seed: int = 0
+    distortion: str = "mse"       # training.loss.DISTORTIONS ("psnr": the gradient of PSNR-YUV)
 
 
 def encoder_parameters(model) -> list[torch.nn.Parameter]:
@@ -161,7 +162,7 @@ def train_encoder(model, batches, cfg: EncoderDistill, log_path: Path | None = N
         if lat_t is not None:
             gain = model._gain(q)[0]
             dist = (((out["latent"] - lat_t) * gain) ** 2).mean() + ((out["z"] - z_t) ** 2).mean()
-        parts = rd_loss(model, out, y, uv, q)
+        parts = rd_loss(model, out, y, uv, q, cfg.distortion)
         loss = cfg.rd_weight * parts["loss"] + cfg.latent_weight * dist
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -191,7 +192,8 @@ def provenance(source: str, cfg: EncoderDistill, data: str, seconds: float) -> d
     meta = {k: v for k, v in weights_metadata(path).items() if k != "preset"} if path.is_file() else {}
     return {**meta, "encoder_training": json.dumps({"from": str(source), "steps": cfg.steps, "batch": cfg.batch,
                                                    "lr": cfg.lr, "latent_weight": cfg.latent_weight,
-                                                   "rd_weight": cfg.rd_weight, "data": data,
+                                                   "rd_weight": cfg.rd_weight, "distortion": cfg.distortion,
+                                                   "data": data,
                                                    "train_s": round(seconds, 1)})}
 
 
@@ -211,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--targets", help="refined targets (from `targets`); without: fresh random training crops")
     e.add_argument("--crop", type=int, default=256, help="crop size of fresh crops")
     e.add_argument("--out", required=True)
-    for f in ("steps", "batch", "lr", "latent_weight", "rd_weight", "seed"):
+    for f in ("steps", "batch", "lr", "latent_weight", "rd_weight", "seed", "distortion"):
         e.add_argument("--" + f.replace("_", "-"), type=type(getattr(EncoderDistill, f)),
                        default=getattr(EncoderDistill, f))
     args = ap.parse_args(argv)
@@ -226,7 +228,7 @@ def _run(args) -> None:
         make_targets(model, args.out, args.count, args.crop, args.seed, effort)
         return
     cfg = EncoderDistill(**{f: getattr(args, f) for f in ("steps", "batch", "lr", "latent_weight", "rd_weight",
-                                                          "seed")})
+                                                          "seed", "distortion")})
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.targets:

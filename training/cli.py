@@ -29,12 +29,16 @@ def add_run_flags(p: argparse.ArgumentParser, profiles, run_dir_help: str, out_h
                         "Kodak-like photos); new ones start from the last two's gains; give it again to resume")
     o.add_argument("--scales", type=lambda t: tuple(float(x) for x in t.split(",")),
                    help="comma-separated downscaling factors of the training photos, e.g. 1.0,0.75,0.5")
+    o.add_argument("--distortion", choices=("mse", "psnr"),
+                   help="mse: planes' MSE weighted 6:1:1 (default); psnr: the gradient of PSNR-YUV, the metric "
+                        "the codec is judged by (each plane's gradient over its own MSE; chroma weighs 2.5-5x more)")
     o.add_argument("--new-lr-scale", type=float,
                    help="learning-rate factor of the tensors --init lacks (a deeper preset's new blocks, which "
                         "start as identities and grow slowly at the base rate's lr), e.g. 10")
 
 
-OVERRIDES = ("crop", "batch", "lr", "warmup", "ema", "scales", "bf16", "channels_last", "rate_points", "new_lr_scale")
+OVERRIDES = ("crop", "batch", "lr", "warmup", "ema", "scales", "bf16", "channels_last", "rate_points", "new_lr_scale",
+             "distortion")
 
 
 def overrides(args) -> dict:

@@ -1,6 +1,6 @@
 """The training loop shared by the teacher and the students (distillation adds loss terms to it).
 
-Rate-distortion loss on YUV 4:2:0: lambda_q * 255^2 * (6*MSE_Y + MSE_U + MSE_V)/8 + bpp, with the rate
+Rate-distortion loss on YUV 4:2:0 (training.loss): lambda_q * 255^2 * D + bpp, with the rate
 point q drawn per sample so one run trains every rate (variable rate from one set of weights).
 Checkpoints are written atomically (temp file + rename) and hold only tensors and numbers, so they load
 with ``torch.load(weights_only=True)``; a run resumes from its checkpoint after any interruption.
@@ -29,6 +29,7 @@ from codec.weights import fit_entropy_tables
 from .checkpoints import (CheckpointError, atomic_save, first_line, checkpoint_train_seconds, export_trained,
                           lineage_meta, load_checkpoint)
 from .crops import CropDataset
+from .loss import rd_loss
 
 # The transforms only the encoder runs (TrainConfig.trainable="encoder" trains these alone).
 ENCODER_MODULES = ("analysis_y", "analysis_uv", "hyper_analysis", "pre_analysis", "post_analysis")
@@ -66,6 +67,7 @@ class TrainConfig:
     trainable: str = "all"         # "encoder": train only the analysis side (decoder and entropy models fixed)
     rate_points: int = 0           # >0: train this many rate points of codec.rate_points.LAMBDA_LADDER (the model's own
                                    # otherwise; set by the training commands before anything holds the weights)
+    distortion: str = "mse"        # training.loss.DISTORTIONS: "psnr" follows the PSNR-YUV metric's gradient
     extra: dict = field(default_factory=dict)
 
 
@@ -75,23 +77,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup
     t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
-
-
-def rd_loss(model, out: dict, y: torch.Tensor, uv: torch.Tensor, q: torch.Tensor) -> dict:
-    """Per-batch rate-distortion loss and its parts (bpp per luma pixel, PSNR-YUV estimate)."""
-    n, _, h, w = y.shape
-    mse_y = ((out["y"] - y) ** 2).mean(dim=(1, 2, 3))
-    mse_uv = ((out["uv"] - uv) ** 2).mean(dim=(2, 3)).sum(1)
-    mse = (6 * mse_y + mse_uv) / 8
-    if "bits" in out:  # the coded rate (value exact; see YUVCodec.forward)
-        bits = sum(b.sum(dim=(1, 2, 3)) for b in out["bits"].values())
-    else:
-        bits = sum(-torch.log2(l.clamp_min(1e-9)).sum(dim=(1, 2, 3)) for l in out["likelihoods"].values())
-    bpp = bits / (h * w)
-    lam = torch.tensor(model.cfg.lambdas, device=y.device)[q]
-    loss = (lam * 255 ** 2 * mse + bpp).mean()
-    psnr = (10 * torch.log10(1 / mse.detach().clamp_min(1e-10))).mean()
-    return {"loss": loss, "bpp": bpp.mean().detach(), "mse": mse.mean().detach(), "psnr_yuv": psnr}
 
 
 def auto_threads() -> int:
@@ -320,7 +305,7 @@ class Trainer:
             with torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 out = self.forward(y, uv, q, rate=cfg.rate)
             out = {k: (v.float() if torch.is_tensor(v) else v) for k, v in out.items()}
-            parts = rd_loss(model, out, y, uv, q)
+            parts = rd_loss(model, out, y, uv, q, cfg.distortion)
             loss = parts["loss"]
             if "aux_loss" in out:  # a model option's own training term (e.g. a feature loss)
                 loss = loss + out["aux_loss"]
