@@ -48,6 +48,7 @@ class Effort:
     schedule: str = "noise"        # "noise": noise then straight-through; "sga": stochastic Gumbel annealing
     decay_all: bool = False        # cosine step decay over every iteration (else only in the exact phase)
     tau: tuple[float, float, float] = (0.5, 4.0, 0.02)   # SGA temperature: start, decay over the noise phase, floor
+    distortion: str = "psnr"       # the objective's distortion (rd_cost): "psnr" the metric, "mse" the 6:1:1 MSE
 
     def time_limit(self, pixels: int) -> float:
         """Seconds allowed for a picture of ``pixels`` luma pixels."""
@@ -90,26 +91,45 @@ def _frozen(model):
         model.train(was_training)
 
 
-def decoded_mse(y_rec, uv_rec, y_plane, uv_plane, size: tuple[int, int]) -> torch.Tensor:
-    """MSE-YUV (6 Y + U + V) / 8 of decoded planes against the picture's, the way the metrics read a decoded
-    file: the picture's own area, turned into 8-bit RGB (clamped, rounded straight-through) and back."""
+def decoded_plane_mses(y_rec, uv_rec, y_plane, uv_plane, size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+    """MSE of the Y, U and V planes of a decoded picture against the picture's, the way the metrics read a
+    decoded file: the picture's own area, turned into 8-bit RGB (clamped, rounded straight-through) and back."""
     h, w = size
     hc, wc = (h + 1) // 2, (w + 1) // 2
     rgb = yuv420_to_rgb(y_rec[..., :h, :w], uv_rec[..., :hc, :wc])
     dec_y, dec_uv = rgb_to_yuv420(ste_round(rgb * 255) / 255)
     mse_y = ((dec_y - y_plane[..., :h, :w]) ** 2).mean()
-    mse_uv = ((dec_uv - uv_plane[..., :hc, :wc]) ** 2).mean(dim=(0, 2, 3)).sum()
-    return (6 * mse_y + mse_uv) / 8
+    mse_uv = ((dec_uv - uv_plane[..., :hc, :wc]) ** 2).mean(dim=(0, 2, 3))
+    return mse_y, mse_uv[0], mse_uv[1]
 
 
-def rd_cost(model, out: dict, y_plane, uv_plane, q: int, size: tuple[int, int]) -> tuple[torch.Tensor, float, float]:
-    """(cost, bpp, PSNR-YUV) of a coded pass as the decoder delivers it (``decoded_mse``). Cost: the training
-    loss, lambda_q * 255^2 * (6 MSE_Y + MSE_U + MSE_V) / 8 + bpp, with bpp from the coded bits."""
+def decoded_mse(y_rec, uv_rec, y_plane, uv_plane, size: tuple[int, int]) -> torch.Tensor:
+    """MSE-YUV (6 Y + U + V) / 8 of decoded planes against the picture's (``decoded_plane_mses``)."""
+    mse_y, mse_u, mse_v = decoded_plane_mses(y_rec, uv_rec, y_plane, uv_plane, size)
+    return (6 * mse_y + mse_u + mse_v) / 8
+
+
+def _psnr(mse: torch.Tensor) -> torch.Tensor:
+    return 10 * torch.log10(1 / mse.detach().clamp_min(1e-10))
+
+
+def rd_cost(model, out: dict, y_plane, uv_plane, q: int, size: tuple[int, int],
+            scale: float | None = None) -> tuple[torch.Tensor, float, float]:
+    """(cost, bpp, PSNR-YUV) of a coded pass as the decoder delivers it (``decoded_plane_mses``); PSNR-YUV is
+    the metric's, (6 PSNR_Y + PSNR_U + PSNR_V) / 8. Cost: lambda_q * 255^2 * D + bpp, bpp from the coded bits,
+    D the training loss's 6:1:1 MSE, or, given ``scale``, ``scale`` x (6 ln MSE_Y + ln MSE_U + ln MSE_V) / 8:
+    minus PSNR-YUV up to constants, whose gradient where the MSE is ``scale`` is the training loss's ``psnr``
+    distortion (training.loss) for this picture."""
     h, w = size
-    mse = decoded_mse(out["y"], out["uv"], y_plane, uv_plane, size)
+    mse_y, mse_u, mse_v = decoded_plane_mses(out["y"], out["uv"], y_plane, uv_plane, size)
+    if scale is None:
+        d = (6 * mse_y + mse_u + mse_v) / 8
+    else:
+        d = scale * sum(k * torch.log(m.clamp_min(1e-12)) for k, m in ((6, mse_y), (1, mse_u), (1, mse_v))) / 8
     bpp = sum(b.sum() for b in out["bits"].values()) / (h * w)
-    cost = model.cfg.lambdas[q] * 255 ** 2 * mse + bpp
-    return cost, float(bpp.detach()), float(10 * torch.log10(1 / mse.detach().clamp_min(1e-10)))
+    cost = model.cfg.lambdas[q] * 255 ** 2 * d + bpp
+    psnr = (6 * _psnr(mse_y) + _psnr(mse_u) + _psnr(mse_v)) / 8
+    return cost, float(bpp.detach()), float(psnr)
 
 
 @dataclass
@@ -159,9 +179,16 @@ def refine_latents(model, y_plane: torch.Tensor, uv_plane: torch.Tensor, q: int,
         opt = torch.optim.Adam([target, z], lr=effort.lr)
         noise_iters = round(effort.noise_fraction * effort.iterations)
 
+        scale = None
+        if effort.distortion == "psnr":   # the metric's gradient scaled to the MSE's at the encoder's latents
+            with torch.no_grad():
+                out0 = model.coded_pass(latent0, z0, qt, noisy=False)
+                scale = float(decoded_mse(out0["y"], out0["uv"], y_plane, uv_plane, size))
+
         def exact(t, zz):
             with torch.no_grad():
-                return rd_cost(model, model.coded_pass(t / gain, zz, qt, noisy=False), y_plane, uv_plane, q, size)
+                return rd_cost(model, model.coded_pass(t / gain, zz, qt, noisy=False), y_plane, uv_plane, q, size,
+                               scale)
 
         cost, bpp, psnr = exact(target, z)
         best = (float(cost), latent0.clone(), z0.clone())
@@ -179,7 +206,7 @@ def refine_latents(model, y_plane: torch.Tensor, uv_plane: torch.Tensor, q: int,
                 out = model.coded_pass(target / gain, z, qt, noisy=False, rounding=lambda v: sga_round(v, tau))
             else:
                 out = model.coded_pass(target / gain, z, qt, noisy=noisy)
-            loss, bpp, psnr = rd_cost(model, out, y_plane, uv_plane, q, size)
+            loss, bpp, psnr = rd_cost(model, out, y_plane, uv_plane, q, size, scale)
             if not noisy or it % effort.exact_every == 0:
                 # In the exact phase the loss is the exact cost of the current iterate; in the noise
                 # phase it is not, so the iterate is evaluated apart.

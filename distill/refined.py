@@ -42,7 +42,9 @@ def make_targets(model, out_dir: str | Path, count: int, crop: int = 128, seed: 
     """Refine ``count`` random crops of ``images`` (default: the training photos; detail-weighted) at
     random rate points; write shards
     out_dir/targets-SEED-NNNN.npz with uint8 crops, rate points, refined latents and hyper-latents
-    (float32) and the relative RD-cost saving of each. Existing shards of the same seed are kept."""
+    (float32) and the RD-cost saving of each over the encoder's own rate (codec.refine's costs are in bits
+    per pixel; with the ``psnr`` objective their values are not ratios of anything). Existing shards of the
+    same seed are kept."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     crops = CropDataset(images or train_images(), crop, count, seed=seed, detail=detail)
@@ -63,11 +65,12 @@ def make_targets(model, out_dir: str | Path, count: int, crop: int = 128, seed: 
             y, uv = rgb_to_yuv420(rgb)
             r = refine_latents(model, y, uv, int(qs[i]), effort)
             c0, cb = r.history[0]["cost"], min(h["cost"] for h in r.history)
+            bpp0 = max(r.history[0]["bpp"], 1e-6)
             rows["rgb"].append((rgb[0] * 255).round().to(torch.uint8).numpy())
             rows["q"].append(int(qs[i]))
             rows["latent"].append(r.latents[0][0].numpy())
             rows["z"].append(r.latents[1][0].numpy())
-            rows["saving"].append(1 - cb / c0)
+            rows["saving"].append((c0 - cb) / bpp0)
             bar.update(1)
             bar.set_postfix(saving=f"{np.mean(rows['saving']):.3f}")
         tmp = path.with_suffix(".tmp.npz")
@@ -102,7 +105,7 @@ class EncoderDistill:
     rd_weight: float = 1.0        # x the usual RD loss (noise proxy) of the encoder's own latents
     log_every: int = 50
     seed: int = 0
-    distortion: str = "mse"       # training.loss.DISTORTIONS ("psnr": the gradient of PSNR-YUV)
+    distortion: str = "psnr"      # training.loss.DISTORTIONS ("psnr": the gradient of PSNR-YUV)
 
 
 def encoder_parameters(model) -> list[torch.nn.Parameter]:

@@ -30,8 +30,9 @@ def add_run_flags(p: argparse.ArgumentParser, profiles, run_dir_help: str, out_h
     o.add_argument("--scales", type=lambda t: tuple(float(x) for x in t.split(",")),
                    help="comma-separated downscaling factors of the training photos, e.g. 1.0,0.75,0.5")
     o.add_argument("--distortion", choices=("mse", "psnr"),
-                   help="mse: planes' MSE weighted 6:1:1 (default); psnr: the gradient of PSNR-YUV, the metric "
-                        "the codec is judged by (each plane's gradient over its own MSE; chroma weighs 2.5-5x more)")
+                   help="psnr (default): the gradient of PSNR-YUV, the metric the codec is judged by (each plane's "
+                        "gradient over its own MSE; chroma weighs 2.5-5x more than in mse); mse: the planes' MSE "
+                        "weighted 6:1:1 (runs before 2026-12-01)")
     o.add_argument("--new-lr-scale", type=float,
                    help="learning-rate factor of the tensors --init lacks (a deeper preset's new blocks, which "
                         "start as identities and grow slowly at the base rate's lr), e.g. 10")

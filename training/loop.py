@@ -67,7 +67,7 @@ class TrainConfig:
     trainable: str = "all"         # "encoder": train only the analysis side (decoder and entropy models fixed)
     rate_points: int = 0           # >0: train this many rate points of codec.rate_points.LAMBDA_LADDER (the model's own
                                    # otherwise; set by the training commands before anything holds the weights)
-    distortion: str = "mse"        # training.loss.DISTORTIONS: "psnr" follows the PSNR-YUV metric's gradient
+    distortion: str = "psnr"       # training.loss.DISTORTIONS: "psnr" follows the PSNR-YUV metric's gradient
     extra: dict = field(default_factory=dict)
 
 
