@@ -366,7 +366,8 @@ class Trainer:
         """Step, training seconds and history to record in this run's weights, counted over the lineage of
         the file it started from."""
         c = self.cfg
-        what = f"{c.crop}x{c.crop} crops, batch {c.batch}, lr {c.lr:g} (cosine over {c.steps:,} steps)"
+        what = (f"{c.crop}x{c.crop} crops, batch {c.batch}, lr {c.lr:g} (cosine over {c.steps:,} steps), "
+                f"{c.distortion} distortion")
         return lineage_meta(self.lineage, self.step, self.train_s, what)
 
     def _stop(self, signum, frame) -> None:
