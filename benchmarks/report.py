@@ -111,6 +111,7 @@ def markdown(result: dict) -> str:
                 cells += [_cell(bd.get((dname, a, codec, m)), len(images)) for m in METRICS]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    lines += by_rate(result)
     lines += ["## Codec settings", "", "| codec | version | settings |", "|---|---|---|"]
     lines += [f"| {n} | {c.get('version', '')} | `{c.get('settings', '')}` |" for n, c in info.items()]
     lines += ["", "## Skipped codecs", ""]
@@ -118,6 +119,34 @@ def markdown(result: dict) -> str:
     lines += [f"- {n}: {why}" for n, why in skipped.items()] or ["none"]
     lines.append("")
     return "\n".join(lines)
+
+
+def by_rate(result: dict, metric: str = "psnr_yuv") -> list[str]:
+    """Markdown lines: each learned codec's BD-rate against the classical codecs over its lower and its upper
+    half of rate points apart (all images), to show where on the curve a model gains or loses."""
+    rows, info = result["rows"], result["meta"]["codecs"]
+    present = codec_order(result)
+    learned = [c for c in present if info.get(c, {}).get("kind") == "learned"]
+    against = [a for a in ("jpeg", "webp", "hevc") if a in present]
+    if not learned or not against:
+        return []
+    head = ["codec", "points"] + [f"vs {a}" for a in against]
+    lines = [f"## By rate: lower and upper half of each learned codec's rate points ({METRICS[metric]})", "",
+             "The same BD-rate / BD-quality, all images, with the model's curve cut to its lower or upper half of "
+             "rate points (the anchors' curves whole).", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    n_images = len({r["image"] for r in rows})
+    for codec in learned:
+        points = sorted({r["quality"] for r in rows if r["codec"] == codec})
+        if len(points) < 4:
+            continue
+        half = len(points) // 2
+        for name, keep in (("lower", set(points[:half])), ("upper", set(points[half:]))):
+            cut = [r for r in rows if r["codec"] != codec or r["quality"] in keep]
+            cells = [codec, f"{name}: {min(keep)}-{max(keep)}"]
+            cells += [_cell(bd_summary(cut, a, codec, metric), n_images) for a in against]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _mean_curves(rows: list[dict], metric: str) -> dict[str, tuple[list, list]]:

@@ -200,6 +200,24 @@ def test_report_compares_against_an_extra_anchor():
     assert not any(b["anchor"] == "new" for b in bd)
 
 
+def test_report_splits_a_models_curve_into_its_lower_and_upper_rate_points():
+    """rd.md's "By rate" table: a model as good as JPEG at its low rates and 20% smaller at its high ones
+    reads ~0% on its lower half and ~-20% on its upper half."""
+    from benchmarks.report import by_rate
+
+    rows = []
+    for codec, factors in (("jpeg", [1.0] * 6), ("m", [1.0, 1.0, 1.0, 0.8, 0.8, 0.8])):
+        for q, (bpp, f) in enumerate(zip((0.1, 0.2, 0.4, 0.8, 1.6, 3.2), factors)):
+            rows.append({"codec": codec, "image": "kodim23", "quality": q, "bpp": bpp * f, "psnr_yuv": 26.0 + 3 * q,
+                         "psnr_rgb": 26.0 + 3 * q, "ms_ssim": 0.9})
+    result = {"meta": {"codecs": {"jpeg": {"kind": "classical"}, "m": {"kind": "learned"}}}, "rows": rows}
+    lines = by_rate(result)
+    lower = next(l for l in lines if l.startswith("| m | lower: 0-2"))
+    upper = next(l for l in lines if l.startswith("| m | upper: 3-5"))
+    assert abs(float(lower.split("|")[3].split("%")[0])) < 0.5
+    assert abs(float(upper.split("|")[3].split("%")[0]) + 20.0) < 1.0
+
+
 def test_error_structure_tells_flat_from_textured_and_low_from_high_frequencies():
     """A smooth offset on the flat half shows in the flat MSE and the low-frequency share; fine noise on the
     textured half shows in the textured MSE at high frequencies."""
