@@ -38,3 +38,15 @@ def test_psnr_distortion_follows_the_gradient_of_psnr_yuv():
 def test_unknown_distortion_is_refused():
     with pytest.raises(ValueError, match="unknown distortion"):
         distortion(*planes(), "ssim")
+
+
+def test_training_defaults_to_the_metric_and_the_command_line_can_choose_mse():
+    from argparse import Namespace
+
+    from training import TrainConfig
+    from training.cli import OVERRIDES, overrides
+
+    assert TrainConfig().distortion == "psnr"
+    args = Namespace(**{k: None for k in OVERRIDES})
+    args.distortion = "mse"
+    assert overrides(args) == {"distortion": "mse"}
