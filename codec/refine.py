@@ -179,18 +179,18 @@ def refine_latents(model, y_plane: torch.Tensor, uv_plane: torch.Tensor, q: int,
         opt = torch.optim.Adam([target, z], lr=effort.lr)
         noise_iters = round(effort.noise_fraction * effort.iterations)
 
-        scale = None
-        if effort.distortion == "psnr":   # the metric's gradient scaled to the MSE's at the encoder's latents
+        def coded(t, zz):
             with torch.no_grad():
-                out0 = model.coded_pass(latent0, z0, qt, noisy=False)
-                scale = float(decoded_mse(out0["y"], out0["uv"], y_plane, uv_plane, size))
+                return model.coded_pass(t / gain, zz, qt, noisy=False)
+
+        out0 = coded(target, z)   # the encoder's own latents: the start, and psnr's scale
+        scale = (float(decoded_mse(out0["y"], out0["uv"], y_plane, uv_plane, size))
+                 if effort.distortion == "psnr" else None)
 
         def exact(t, zz):
-            with torch.no_grad():
-                return rd_cost(model, model.coded_pass(t / gain, zz, qt, noisy=False), y_plane, uv_plane, q, size,
-                               scale)
+            return rd_cost(model, coded(t, zz), y_plane, uv_plane, q, size, scale)
 
-        cost, bpp, psnr = exact(target, z)
+        cost, bpp, psnr = rd_cost(model, out0, y_plane, uv_plane, q, size, scale)
         best = (float(cost), latent0.clone(), z0.clone())
         _record(history, 0, start, cost, bpp, psnr)
         bar = tqdm(total=effort.iterations, desc=f"refine ({effort.name})", disable=not progress,

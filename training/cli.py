@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from .loss import DISTORTIONS
+
 
 def add_run_flags(p: argparse.ArgumentParser, profiles, run_dir_help: str, out_help: str) -> None:
     """Add --profile, --data, --run-dir, --out, --steps, --init, --threads, --bf16, --channels-last, --fresh,
@@ -29,7 +31,7 @@ def add_run_flags(p: argparse.ArgumentParser, profiles, run_dir_help: str, out_h
                         "Kodak-like photos); new ones start from the last two's gains; give it again to resume")
     o.add_argument("--scales", type=lambda t: tuple(float(x) for x in t.split(",")),
                    help="comma-separated downscaling factors of the training photos, e.g. 1.0,0.75,0.5")
-    o.add_argument("--distortion", choices=("mse", "psnr"),
+    o.add_argument("--distortion", choices=DISTORTIONS,
                    help="psnr (default): the gradient of PSNR-YUV, the metric the codec is judged by (each plane's "
                         "gradient over its own MSE; chroma weighs 2.5-5x more than in mse); mse: the planes' MSE "
                         "weighted 6:1:1 (runs before 2026-12-01)")
