@@ -8,6 +8,14 @@ import torch
 
 from .color import rgb_to_yuv420
 
+YUV_WEIGHTS = (6, 1, 1)   # Y:U:V, as JPEG AI weighs the planes of 4:2:0 YUV
+
+
+def yuv_weighted(y, u, v):
+    """(6*y + u + v) / 8: a per-plane figure (PSNR, MSE, log-MSE) weighted the way PSNR-YUV weighs its planes."""
+    wy, wu, wv = YUV_WEIGHTS
+    return (wy * y + wu * u + wv * v) / (wy + wu + wv)
+
 
 def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 1.0) -> float:
     """PSNR in dB between two tensors of the same shape with values in [0, peak]."""
@@ -34,7 +42,7 @@ def psnr_yuv_planes(ref_yuv, test_yuv) -> tuple[float, float, float, float]:
     py = psnr(ry, ty)
     pu = psnr(ruv[:, :1], tuv[:, :1])
     pv = psnr(ruv[:, 1:], tuv[:, 1:])
-    return (6 * py + pu + pv) / 8.0, py, pu, pv
+    return yuv_weighted(py, pu, pv), py, pu, pv
 
 
 def psnr_yuv(ref, test) -> float:

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from .color import rgb_to_yuv420, yuv420_to_rgb
 from .intnet import ste_round
+from .metrics import yuv_weighted
 
 REFERENCE_PIXELS = 768 * 512       # the time limits are for a picture of this size and scale with area
 
@@ -106,7 +107,7 @@ def decoded_plane_mses(y_rec, uv_rec, y_plane, uv_plane, size: tuple[int, int]) 
 def decoded_mse(y_rec, uv_rec, y_plane, uv_plane, size: tuple[int, int]) -> torch.Tensor:
     """MSE-YUV (6 Y + U + V) / 8 of decoded planes against the picture's (``decoded_plane_mses``)."""
     mse_y, mse_u, mse_v = decoded_plane_mses(y_rec, uv_rec, y_plane, uv_plane, size)
-    return (6 * mse_y + mse_u + mse_v) / 8
+    return yuv_weighted(mse_y, mse_u, mse_v)
 
 
 def _psnr(mse: torch.Tensor) -> torch.Tensor:
@@ -123,12 +124,12 @@ def rd_cost(model, out: dict, y_plane, uv_plane, q: int, size: tuple[int, int],
     h, w = size
     mse_y, mse_u, mse_v = decoded_plane_mses(out["y"], out["uv"], y_plane, uv_plane, size)
     if scale is None:
-        d = (6 * mse_y + mse_u + mse_v) / 8
+        d = yuv_weighted(mse_y, mse_u, mse_v)
     else:
-        d = scale * sum(k * torch.log(m.clamp_min(1e-12)) for k, m in ((6, mse_y), (1, mse_u), (1, mse_v))) / 8
+        d = scale * yuv_weighted(*(torch.log(m.clamp_min(1e-12)) for m in (mse_y, mse_u, mse_v)))
     bpp = sum(b.sum() for b in out["bits"].values()) / (h * w)
     cost = model.cfg.lambdas[q] * 255 ** 2 * d + bpp
-    psnr = (6 * _psnr(mse_y) + _psnr(mse_u) + _psnr(mse_v)) / 8
+    psnr = yuv_weighted(_psnr(mse_y), _psnr(mse_u), _psnr(mse_v))
     return cost, float(bpp.detach()), float(psnr)
 
 

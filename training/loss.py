@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from codec.metrics import yuv_weighted
+
 DISTORTIONS = ("mse", "psnr")
 
 
@@ -27,14 +29,13 @@ def plane_mses(out: dict, y: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tens
 
 def distortion(mse_y: torch.Tensor, mse_u: torch.Tensor, mse_v: torch.Tensor, kind: str = "mse") -> torch.Tensor:
     """Per-sample distortion D of the given kind (see the module docstring); its value is always the 6:1:1 MSE."""
-    mse = (6 * mse_y + mse_u + mse_v) / 8
+    mse = yuv_weighted(mse_y, mse_u, mse_v)
     if kind == "mse":
         return mse
     if kind != "psnr":
         raise ValueError(f"unknown distortion {kind!r}; choose one of {', '.join(DISTORTIONS)}")
     floor = 1e-10
-    rel = (6 * mse_y / mse_y.detach().clamp_min(floor) + mse_u / mse_u.detach().clamp_min(floor)
-           + mse_v / mse_v.detach().clamp_min(floor)) / 8
+    rel = yuv_weighted(*(m / m.detach().clamp_min(floor) for m in (mse_y, mse_u, mse_v)))
     return mse.detach() * rel
 
 
