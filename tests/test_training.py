@@ -246,3 +246,24 @@ def test_weights_trained_from_a_file_add_up_its_steps_and_time(tmp_path):
     assert weights_metadata(again)["step"] == "1003"
     # a start file without a history: one is made from its step and seconds
     assert lineage_meta({"step": "5", "train_s": "7200.0"}, 1, 1.0, "x")["history"] == "step 5 (2.00 CPU-h); then 1 steps (1 s): x"
+
+
+def test_rate_weights_steer_which_rate_points_train_and_are_checked():
+    import argparse
+
+    import torch
+
+    from training.cli import _weights
+    from training.loop import sample_rate_points
+
+    gen = torch.Generator().manual_seed(0)
+    q = sample_rate_points((0, 0, 1, 3), 4, 4000, gen)
+    counts = torch.bincount(q, minlength=4)
+    assert counts[0] == counts[1] == 0 and 2.5 < counts[3] / counts[2] < 3.5
+    assert set(sample_rate_points((), 3, 500, gen).tolist()) == {0, 1, 2}
+    with pytest.raises(ValueError, match="3 weights for a model with 4"):
+        sample_rate_points((1, 1, 1), 4, 2, gen)
+    assert _weights("1,1,2") == (1.0, 1.0, 2.0)
+    for bad in ("1,x", "-1,2", "0,0"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _weights(bad)

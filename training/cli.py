@@ -35,13 +35,26 @@ def add_run_flags(p: argparse.ArgumentParser, profiles, run_dir_help: str, out_h
                    help="psnr (default): the gradient of PSNR-YUV, the metric the codec is judged by (each plane's "
                         "gradient over its own MSE; chroma weighs 2.5-5x more than in mse); mse: the planes' MSE "
                         "weighted 6:1:1 (runs before 2026-12-01)")
+    o.add_argument("--rate-weights", type=_weights,
+                   help="comma-separated sampling weights of the rate points, lowest rate first (default: equal), "
+                        "e.g. 1,1,1,1,2,2,2,2 trains the upper half twice as often")
     o.add_argument("--new-lr-scale", type=float,
                    help="learning-rate factor of the tensors --init lacks (a deeper preset's new blocks, which "
                         "start as identities and grow slowly at the base rate's lr), e.g. 10")
 
 
 OVERRIDES = ("crop", "batch", "lr", "warmup", "ema", "scales", "bf16", "channels_last", "rate_points", "new_lr_scale",
-             "distortion")
+             "distortion", "rate_weights")
+
+
+def _weights(text: str) -> tuple[float, ...]:
+    try:
+        w = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not w or min(w) < 0 or sum(w) <= 0:
+        raise argparse.ArgumentTypeError(f"weights must be >= 0 with a positive sum, got {text!r}")
+    return w
 
 
 def overrides(args) -> dict:

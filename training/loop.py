@@ -68,7 +68,17 @@ class TrainConfig:
     rate_points: int = 0           # >0: train this many rate points of codec.rate_points.LAMBDA_LADDER (the model's own
                                    # otherwise; set by the training commands before anything holds the weights)
     distortion: str = "psnr"       # training.loss.DISTORTIONS: "psnr" follows the PSNR-YUV metric's gradient
+    rate_weights: tuple[float, ...] = ()  # sampling weights of the rate points, lowest first (empty: equal)
     extra: dict = field(default_factory=dict)
+
+
+def sample_rate_points(weights: tuple[float, ...], n_points: int, n: int, gen: torch.Generator) -> torch.Tensor:
+    """``n`` rate-point indices drawn with ``weights`` (equal when empty); a weight per point or an error."""
+    if not weights:
+        return torch.randint(0, n_points, (n,), generator=gen)
+    if len(weights) != n_points:
+        raise ValueError(f"--rate-weights has {len(weights)} weights for a model with {n_points} rate points")
+    return torch.multinomial(torch.tensor(weights, dtype=torch.float), n, replacement=True, generator=gen)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -106,6 +116,9 @@ class Trainer:
         self.lineage = lineage     # metadata of the weights this run started from (``--init``), if any
         self.rank, self.world = dist_info()
         self.owns_group = False    # whether this trainer started the process group (and so ends it)
+        if cfg.rate_weights and len(cfg.rate_weights) != getattr(model, "num_qualities", len(cfg.rate_weights)):
+            raise ValueError(f"--rate-weights has {len(cfg.rate_weights)} weights for a model with "
+                             f"{model.num_qualities} rate points")
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed + self.rank)
@@ -298,7 +311,7 @@ class Trainer:
             y, uv = rgb_to_yuv420(rgb)
             if cfg.channels_last:
                 y, uv = y.contiguous(memory_format=torch.channels_last), uv.contiguous(memory_format=torch.channels_last)
-            q = torch.randint(0, model.num_qualities, (rgb.shape[0],), generator=gen)
+            q = sample_rate_points(cfg.rate_weights, model.num_qualities, rgb.shape[0], gen)
             if cfg.rate_refresh and self.step % cfg.rate_refresh == 0:
                 model.refresh_rate_tables()
                 model.train()
