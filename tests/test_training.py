@@ -264,6 +264,8 @@ def test_rate_weights_steer_which_rate_points_train_and_are_checked():
     with pytest.raises(ValueError, match="3 weights for a model with 4"):
         sample_rate_points((1, 1, 1), 4, 2, gen)
     assert _weights("1,1,2") == (1.0, 1.0, 2.0)
+    from training.cli import OVERRIDES
+    assert {"rate_weights", "seed"} <= set(OVERRIDES)
     for bad in ("1,x", "-1,2", "0,0"):
         with pytest.raises(argparse.ArgumentTypeError):
             _weights(bad)

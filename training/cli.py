@@ -38,13 +38,15 @@ def add_run_flags(p: argparse.ArgumentParser, profiles, run_dir_help: str, out_h
     o.add_argument("--rate-weights", type=_weights,
                    help="comma-separated sampling weights of the rate points, lowest rate first (default: equal), "
                         "e.g. 1,1,1,1,2,2,2,2 trains the upper half twice as often")
+    o.add_argument("--seed", type=int, help="random seed of the crops, noise and rate points (default 0): two runs "
+                                            "from the same weights with other seeds see other data")
     o.add_argument("--new-lr-scale", type=float,
                    help="learning-rate factor of the tensors --init lacks (a deeper preset's new blocks, which "
                         "start as identities and grow slowly at the base rate's lr), e.g. 10")
 
 
 OVERRIDES = ("crop", "batch", "lr", "warmup", "ema", "scales", "bf16", "channels_last", "rate_points", "new_lr_scale",
-             "distortion", "rate_weights")
+             "distortion", "rate_weights", "seed")
 
 
 def _weights(text: str) -> tuple[float, ...]:
