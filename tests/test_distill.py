@@ -118,3 +118,26 @@ def test_ddp_survives_snapshots_between_steps(tmp_path):
 def test_missing_teacher_is_a_one_line_error(tmp_path):
     r = _distill("--teacher", str(tmp_path / "nope.safetensors"), "--steps", "1", "--run-dir", str(tmp_path / "r"))
     assert r.returncode == 1 and r.stderr.strip().startswith("error:") and r.stderr.count("\n") == 1
+
+
+def test_average_of_fine_tunes_is_their_mean_and_adds_their_steps(tmp_path):
+    from codec.weights import load_model, save_weights, weights_metadata
+    from distill.average import main as average_main
+
+    paths = []
+    for i, delta in enumerate((0.01, -0.03)):
+        m = load_model("student-1k")
+        with torch.no_grad():
+            m.synthesis_y.head[0].bias.add_(delta)
+        meta = {"step": 1000 + 10 * (i + 1), "run_step": 10 * (i + 1), "train_s": 500.0 + i + 1,
+                "run_train_s": float(i + 1), "history": f"start; then {10 * (i + 1)} steps: run {i}"}
+        paths.append(save_weights(m, tmp_path / f"ft{i}.safetensors", meta=meta))
+    assert average_main([str(p) for p in paths] + ["-o", str(tmp_path / "mean.safetensors")]) == 0
+    a, b, mean = (load_model(str(p)) for p in (*paths, tmp_path / "mean.safetensors"))
+    torch.testing.assert_close(mean.synthesis_y.head[0].bias, (a.synthesis_y.head[0].bias + b.synthesis_y.head[0].bias) / 2,
+                               atol=1e-3, rtol=0)
+    meta = weights_metadata(tmp_path / "mean.safetensors")
+    assert int(meta["step"]) == 1030 and float(meta["train_s"]) == pytest.approx(503.0)
+    assert meta["history"].startswith("start; then the mean of 2") and "run 0" in meta["history"] and "run 1" in meta["history"]
+    other = save_weights(a, tmp_path / "other.safetensors", meta={"step": 5, "run_step": 1, "train_s": 1.0, "run_train_s": 1.0})
+    assert average_main([str(paths[0]), str(other), "-o", str(tmp_path / "bad.safetensors")]) == 1

@@ -380,7 +380,8 @@ class Trainer:
         the file it started from."""
         c = self.cfg
         what = (f"{c.crop}x{c.crop} crops, batch {c.batch}, lr {c.lr:g} (cosine over {c.steps:,} steps), "
-                f"{c.distortion} distortion")
+                f"{c.distortion} distortion" + (f", rate-point weights {c.rate_weights}" if c.rate_weights else "")
+                + (f", seed {c.seed}" if c.seed else ""))
         return lineage_meta(self.lineage, self.step, self.train_s, what)
 
     def _stop(self, signum, frame) -> None:
