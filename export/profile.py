@@ -116,6 +116,13 @@ def current_export(model, cache: Path | None = None) -> Path:
     return out
 
 
+RANS_NOTE = {
+    "native": "The rANS streams are decoded in-process by codec.rans (docs/robustness.md), inside the entropy phase.",
+    "compressai": "The rANS decoder runs in a helper process (docs/robustness.md): its CPU time is listed apart and "
+                  "is not in the total.",
+}
+
+
 def helper_cpu() -> float:
     """CPU seconds used so far by the rANS helper process of codec.entropy (0 when there is none)."""
     from codec import entropy
@@ -184,6 +191,7 @@ def _encode(model, img: np.ndarray, quality: int) -> bytes:
 def run(model_spec: str, onnx_dir: Path | None, n: int, quality: int, big: bool) -> dict:
     import torch
 
+    from codec import entropy
     from codec.weights import load_model
 
     from .timing import bench_picture
@@ -198,7 +206,8 @@ def run(model_spec: str, onnx_dir: Path | None, n: int, quality: int, big: bool)
         pictures["4000x3000 mosaic of the evaluation photos"] = mosaic()
     res = {"model": model.name, "onnx": str(onnx_dir), "quality": quality, "n": n,
            "tile": OnnxDecoder.__init__.__defaults__[-1] if tiled else None,
-           "loadavg": os.getloadavg()[0], "cpus": os.cpu_count(), "pictures": {}}
+           "loadavg": os.getloadavg()[0], "cpus": os.cpu_count(), "pictures": {},
+           "rans": getattr(entropy, "DECODER", "compressai")}
     env = dict(os.environ, PYTHONPATH=os.environ.get("PYTHONPATH", str(ROOT)), OPENBLAS_NUM_THREADS="1")
     with tempfile.TemporaryDirectory() as tmp:
         for label, img in pictures.items():
@@ -242,8 +251,7 @@ def to_markdown(res: dict, command: str, before: dict | None = None) -> str:
              f"{res['n']} decodes after a warm-up (fewer on the large picture). CPU = this process's CPU time "
              f"(user + system), the figure that the other jobs on this shared {res['cpus']}-core machine disturb "
              f"least; wall = elapsed time (load average {res['loadavg']:.1f} at the start, so wall times are "
-             "pessimistic). The rANS decoder runs in a helper process (docs/robustness.md): its CPU time is "
-             "listed apart and is not in the total. Peak RSS: `python -m export.decode` writing a PPM, as its "
+             "pessimistic). " + RANS_NOTE[res.get("rans", "compressai")] + " Peak RSS: `python -m export.decode` writing a PPM, as its "
              "own process (GNU time).", ""]
     if before:
         lines += ["## Before and after", "",
