@@ -16,6 +16,7 @@ from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .entropy import DECODER, DECODERS, RANS_HELP
     from .tiling import DEFAULT_TILE
 
     p = argparse.ArgumentParser(prog="python -m codec", description="Learned image codec (YUV 4:2:0).")
@@ -37,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
                    "picture)")
     d.add_argument("--png-level", type=int, default=1, help="zlib level of PNG output, 0-9 (default 1: fast); "
                    "PNG and PPM are written as the rows are decoded, other formats through Pillow")
+    d.add_argument("--rans", choices=DECODERS, default=DECODER, help=RANS_HELP)
     d.add_argument("--no-crc", action="store_true", help=argparse.SUPPRESS)
     i = sub.add_parser("info", help="print a bitstream's header")
     i.add_argument("bitstream")
@@ -85,6 +87,7 @@ def cmd_decode(a) -> int:
         limit_heap()
         import_compressai_core()
 
+    from . import entropy
     from .api import decode_planes
     from .bitstream import BitstreamError
     from .color import to_uint8, yuv420_to_rgb
@@ -93,6 +96,7 @@ def cmd_decode(a) -> int:
 
     if not 0 <= a.png_level <= 9:
         raise ValueError(f"--png-level must be 0..9, got {a.png_level}")
+    entropy.DECODER = a.rans
     _, bs = _read_bitstream(a.bitstream, verify_crc=not a.no_crc)
     candidates = list(a.weights) + shipped_models()
     model = find_model_for(bs.model_id, candidates)

@@ -4,10 +4,10 @@ Decoding untrusted streams. compressai's C++ rANS decoder reads its input with n
 truncated, corrupt or crafted stream it reads past the end of its buffer, and with enough symbols to
 decode it crashes the process (SIGSEGV, measured on 1.2.8). So ``decode_indexed`` (1) checks the
 stream's shape and an honest lower bound on its length (every symbol costs at least ``min_bits`` of its
-table) before anything is decoded, and (2) decodes with ``codec.rans``, a bounds-checked decoder of the same
-format that runs in-process (``DECODER = "native"``, the default), or with the C++ decoder in a small helper
-process that loads only compressai's extension (``DECODER = "compressai"``, no torch): there a crash or a run
-past the time limit ends as a one-line ``BitstreamError`` and the helper is restarted on the next call.
+table) before anything is decoded, and (2) runs the C++ decoder in a small helper process that loads only
+compressai's extension (``DECODER = "compressai"``, the default; no torch): a crash or a run past the time
+limit ends as a one-line ``BitstreamError`` and the helper is restarted on the next call. ``DECODER =
+"native"`` decodes with ``codec.rans`` instead, a bounds-checked decoder of the same format, in-process.
 Importing this module needs no torch.
 """
 from __future__ import annotations
@@ -32,10 +32,13 @@ import numpy as np
 from .bitstream import BitstreamError
 
 PRECISION = 16                  # compressai's CDF precision: frequencies sum to 2**16
-# Which decoder reads the streams: "native" (codec.rans, bounds-checked, in-process) or "compressai" (its C++
-# decoder, in a helper process when ISOLATE). Both give the same symbols; "native" is 5-10x faster.
-DECODERS = ("native", "compressai")
-DECODER = "native"
+# Which decoder reads the streams (the same symbols either way): "compressai" (its C++ decoder, in a helper
+# process when ISOLATE; the default: lean to start) or "native" (codec.rans: bounds-checked, in-process, several
+# times faster per symbol, but numba and LLVM add ~150 MB and ~2 s to a process's start; for long-running ones).
+DECODERS = ("compressai", "native")
+DECODER = "compressai"
+RANS_HELP = ("rANS decoder: compressai (default; its C++ decoder in a helper process, lean to start) or native "
+             "(codec.rans, in-process and faster per symbol; numba adds ~150 MB and ~2 s of start-up)")
 # Decode in the helper process (needs a Python executable and select() on pipes); False: in-process,
 # for trusted streams only.
 ISOLATE = bool(sys.executable) and os.name == "posix"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    from codec.entropy import DECODER, DECODERS, RANS_HELP
     from codec.tiling import DEFAULT_TILE
 
     p = argparse.ArgumentParser(prog="python -m export.decode", description="Torch-free ONNX decoder.")
@@ -28,12 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tile", type=int, default=DEFAULT_TILE,
                    help=f"synthesis tile side in pixels (default {DEFAULT_TILE}; 0: whole picture)")
     p.add_argument("--png-level", type=int, default=1, help="zlib level of PNG output, 0-9 (default 1: fast)")
+    p.add_argument("--rans", choices=DECODERS, default=DECODER, help=RANS_HELP)
     p.add_argument("--no-crc", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
 
     from codec.cli_util import fail  # sys only
     writer = None
     try:
+        from codec import entropy
         from codec.bitstream import MAX_FILE_BYTES, unpack
         from codec.memory import limit_heap
         from codec.writers import RowWriter
@@ -52,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         if size > MAX_FILE_BYTES:
             raise ValueError(f"{a.bitstream} is {size} bytes, larger than any LIC bitstream ({MAX_FILE_BYTES})")
         data = Path(a.bitstream).read_bytes()
+        entropy.DECODER = a.rans
         dec = OnnxDecoder(a.onnx, int8=a.int8, threads=a.threads, tile=a.tile)
         bs = unpack(data, verify_crc=not a.no_crc)       # size known before anything large is allocated
         writer = RowWriter(a.output, bs.height, bs.width, png_level=a.png_level)

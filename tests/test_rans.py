@@ -10,6 +10,11 @@ from codec import entropy, rans
 from codec.bitstream import BitstreamError
 
 
+@pytest.fixture(autouse=True)
+def _native(monkeypatch):
+    monkeypatch.setattr(entropy, "DECODER", "native")
+
+
 @pytest.fixture(scope="module")
 def tables() -> entropy.CdfTables:
     gc = GaussianConditional(None)

@@ -313,6 +313,20 @@ def test_cli_crafted_stream_that_crashes_the_rans_decoder(tmp_path, student_path
     assert not (tmp_path / "ff.png").exists()
 
 
+def test_cli_native_rans_decoder_gives_the_same_picture_and_refuses_the_crafted_stream(tmp_path, student_path, sample):
+    (tmp_path / "ok.bin").write_bytes(sample[0])
+    r = _cli("decode", str(tmp_path / "ok.bin"), "-o", str(tmp_path / "ok.png"), "--weights", str(student_path),
+             "--rans", "native")
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "ok.png").convert("RGB")), sample[1])
+    bs = bsf.unpack(sample[0])
+    bad = bsf.pack(bsf.Bitstream(bs.model_id, bs.quality, bs.height, bs.width, (b"\xff" * (1 << 20), bs.streams[1])))
+    (tmp_path / "ff.bin").write_bytes(bad)
+    r = _cli("decode", str(tmp_path / "ff.bin"), "-o", str(tmp_path / "ff.png"), "--weights", str(student_path),
+             "--rans", "native")
+    assert r.returncode == 1 and _one_error_line(r.stderr) and "escape longer" in r.stderr, r.stderr
+
+
 def test_cli_oversized_file_is_not_read(tmp_path):
     p = tmp_path / "huge.bin"
     with open(p, "wb") as f:  # sparse: no disk space used
