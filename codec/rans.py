@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-PRECISION = 16
+PRECISION = 16   # codec.entropy.PRECISION (codec.entropy imports this module, so not the other way round)
 BYPASS_BITS = 4
 MAX_BYPASS = (1 << BYPASS_BITS) - 1
 MAX_NIBBLES = 8  # a raw escape value is an int32: compressai's encoder never writes more nibbles

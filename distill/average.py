@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 
-
 def average_weights(paths: list[str | Path], out: str | Path) -> Path:
     """Average the weights files ``paths`` (fine-tunes of one start file, one preset) into ``out``."""
     from codec.weights import load_model, save_weights, weights_metadata

@@ -207,7 +207,7 @@ def run(model_spec: str, onnx_dir: Path | None, n: int, quality: int, big: bool)
     res = {"model": model.name, "onnx": str(onnx_dir), "quality": quality, "n": n,
            "tile": OnnxDecoder.__init__.__defaults__[-1] if tiled else None,
            "loadavg": os.getloadavg()[0], "cpus": os.cpu_count(), "pictures": {},
-           "rans": getattr(entropy, "DECODER", "compressai")}
+           "rans": entropy.DECODER}
     env = dict(os.environ, PYTHONPATH=os.environ.get("PYTHONPATH", str(ROOT)), OPENBLAS_NUM_THREADS="1")
     with tempfile.TemporaryDirectory() as tmp:
         for label, img in pictures.items():

@@ -304,10 +304,14 @@ def _cli(*args):
     return _run("-m", "codec", *args)
 
 
+def _ff_stream(data: bytes) -> bytes:
+    """The file with its z stream replaced by 1 MB of 0xFF: it crashes compressai's rANS decoder (measured)."""
+    bs = bsf.unpack(data)
+    return bsf.pack(bsf.Bitstream(bs.model_id, bs.quality, bs.height, bs.width, (b"\xff" * (1 << 20), bs.streams[1])))
+
+
 def test_cli_crafted_stream_that_crashes_the_rans_decoder(tmp_path, student_path, sample):
-    bs = bsf.unpack(sample[0])
-    bad = bsf.pack(bsf.Bitstream(bs.model_id, bs.quality, bs.height, bs.width, (b"\xff" * (1 << 20), bs.streams[1])))
-    (tmp_path / "ff.bin").write_bytes(bad)
+    (tmp_path / "ff.bin").write_bytes(_ff_stream(sample[0]))
     r = _cli("decode", str(tmp_path / "ff.bin"), "-o", str(tmp_path / "ff.png"), "--weights", str(student_path))
     assert r.returncode == 1 and _one_error_line(r.stderr) and "the coded data is corrupt" in r.stderr, r.stderr
     assert not (tmp_path / "ff.png").exists()
@@ -319,9 +323,7 @@ def test_cli_native_rans_decoder_gives_the_same_picture_and_refuses_the_crafted_
              "--rans", "native")
     assert r.returncode == 0, r.stderr
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "ok.png").convert("RGB")), sample[1])
-    bs = bsf.unpack(sample[0])
-    bad = bsf.pack(bsf.Bitstream(bs.model_id, bs.quality, bs.height, bs.width, (b"\xff" * (1 << 20), bs.streams[1])))
-    (tmp_path / "ff.bin").write_bytes(bad)
+    (tmp_path / "ff.bin").write_bytes(_ff_stream(sample[0]))
     r = _cli("decode", str(tmp_path / "ff.bin"), "-o", str(tmp_path / "ff.png"), "--weights", str(student_path),
              "--rans", "native")
     assert r.returncode == 1 and _one_error_line(r.stderr) and "escape longer" in r.stderr, r.stderr
@@ -644,9 +646,7 @@ def onnx_dir(student_path):
 
 def test_onnx_decoder_contains_rans_crash(tmp_path, onnx_dir, sample):
     """A crafted stream (valid CRC) that makes compressai's rANS decoder read far past its buffer."""
-    bs = bsf.unpack(sample[0])
-    bad = bsf.pack(bsf.Bitstream(bs.model_id, bs.quality, bs.height, bs.width, (b"\xff" * (1 << 20), bs.streams[1])))
-    (tmp_path / "ff.bin").write_bytes(bad)
+    (tmp_path / "ff.bin").write_bytes(_ff_stream(sample[0]))
     r = _run("-m", "export.decode", str(tmp_path / "ff.bin"), "-o", str(tmp_path / "ff.png"), "--onnx", str(onnx_dir))
     assert r.returncode == 1 and _one_error_line(r.stderr), (
         f"export.decode exit status {r.returncode} (-11: SIGSEGV): export/runtime.py must decode through "
@@ -662,8 +662,7 @@ def onnx_decoder(onnx_dir, sample):
     # Fuzzing in-process needs a decoder that cannot crash this process: check in a child first.
     probe = ("import sys; from export.runtime import OnnxDecoder; d = OnnxDecoder(sys.argv[1])\n"
              "try: d.decode(sys.stdin.buffer.read(), verify_crc=False)\nexcept ValueError: pass\n")
-    bs = bsf.unpack(sample[0])
-    bad = bsf.pack(bsf.Bitstream(bs.model_id, bs.quality, bs.height, bs.width, (b"\xff" * (1 << 20), bs.streams[1])))
+    bad = _ff_stream(sample[0])
     r = subprocess.run([sys.executable, "-c", probe, str(onnx_dir)], input=bad, cwd=ROOT, env=ENV,
                        capture_output=True, timeout=120)
     if r.returncode != 0:

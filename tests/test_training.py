@@ -254,7 +254,7 @@ def test_rate_weights_steer_which_rate_points_train_and_are_checked():
     import torch
 
     from training.cli import _weights
-    from training.loop import sample_rate_points
+    from codec.rate_points import sample_rate_points
 
     gen = torch.Generator().manual_seed(0)
     q = sample_rate_points((0, 0, 1, 3), 4, 4000, gen)

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from codec.color import rgb_to_yuv420
+from codec.rate_points import check_rate_weights, sample_rate_points
 from codec.weights import fit_entropy_tables
 
 from .checkpoints import (CheckpointError, atomic_save, first_line, checkpoint_train_seconds, export_trained,
@@ -72,15 +73,6 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
 
-def sample_rate_points(weights: tuple[float, ...], n_points: int, n: int, gen: torch.Generator) -> torch.Tensor:
-    """``n`` rate-point indices drawn with ``weights`` (equal when empty); a weight per point or an error."""
-    if not weights:
-        return torch.randint(0, n_points, (n,), generator=gen)
-    if len(weights) != n_points:
-        raise ValueError(f"--rate-weights has {len(weights)} weights for a model with {n_points} rate points")
-    return torch.multinomial(torch.tensor(weights, dtype=torch.float), n, replacement=True, generator=gen)
-
-
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup, then cosine decay to ``min_lr_ratio * lr``."""
     if step < cfg.warmup:
@@ -116,9 +108,8 @@ class Trainer:
         self.lineage = lineage     # metadata of the weights this run started from (``--init``), if any
         self.rank, self.world = dist_info()
         self.owns_group = False    # whether this trainer started the process group (and so ends it)
-        if cfg.rate_weights and len(cfg.rate_weights) != getattr(model, "num_qualities", len(cfg.rate_weights)):
-            raise ValueError(f"--rate-weights has {len(cfg.rate_weights)} weights for a model with "
-                             f"{model.num_qualities} rate points")
+        if cfg.rate_weights:
+            check_rate_weights(cfg.rate_weights, model.num_qualities)
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed + self.rank)
