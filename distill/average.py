@@ -17,6 +17,7 @@ from pathlib import Path
 def average_weights(paths: list[str | Path], out: str | Path) -> Path:
     """Average the weights files ``paths`` (fine-tunes of one start file, one preset) into ``out``."""
     from codec.weights import load_model, save_weights, weights_metadata
+    from training.checkpoints import CARRIED_META, lineage_meta
 
     if len(paths) < 2:
         raise ValueError("give at least two weights files to average")
@@ -33,12 +34,12 @@ def average_weights(paths: list[str | Path], out: str | Path) -> Path:
     model.eval()
     model.update(force=True)
     (start_step, _), = starts
-    start_s = float(metas[0]["train_s"]) - float(metas[0]["run_train_s"])
-    before = metas[0].get("history", "").rsplit("; then ", 1)[0]
-    meta = {"step": start_step + sum(int(m["run_step"]) for m in metas),
-            "train_s": round(start_s + sum(float(m["run_train_s"]) for m in metas), 1),
-            "history": f"{before}; then the mean of {len(paths)} fine-tunes of that file (python -m distill.average): "
-                       + "; ".join(m.get("history", "").rsplit("; then ", 1)[-1] for m in metas)}
+    base = {k: v for k, v in metas[0].items() if k in CARRIED_META}
+    base.update(step=start_step, train_s=float(metas[0]["train_s"]) - float(metas[0]["run_train_s"]),
+                history=metas[0].get("history", "").rsplit("; then ", 1)[0])
+    runs = "; ".join(m.get("history", "").rsplit("; then ", 1)[-1] for m in metas)
+    meta = lineage_meta(base, sum(int(m["run_step"]) for m in metas), sum(float(m["run_train_s"]) for m in metas),
+                        f"the mean of {len(paths)} fine-tunes of that file (python -m distill.average): {runs}")
     return save_weights(model, out, meta=meta)
 
 

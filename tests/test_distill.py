@@ -138,6 +138,6 @@ def test_average_of_fine_tunes_is_their_mean_and_adds_their_steps(tmp_path):
                                atol=1e-3, rtol=0)
     meta = weights_metadata(tmp_path / "mean.safetensors")
     assert int(meta["step"]) == 1030 and float(meta["train_s"]) == pytest.approx(503.0)
-    assert meta["history"].startswith("start; then the mean of 2") and "run 0" in meta["history"] and "run 1" in meta["history"]
+    assert meta["history"].startswith("start; then 30 steps (3 s): the mean of 2") and "run 0" in meta["history"] and "run 1" in meta["history"]
     other = save_weights(a, tmp_path / "other.safetensors", meta={"step": 5, "run_step": 1, "train_s": 1.0, "run_train_s": 1.0})
     assert average_main([str(paths[0]), str(other), "-o", str(tmp_path / "bad.safetensors")]) == 1
