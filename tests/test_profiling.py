@@ -180,7 +180,8 @@ def test_teacher_report(teacher_report):
     assert "synthesis UV" in r.to_markdown()
 
 
-@pytest.mark.parametrize("name", ["student-2k", "student-2k-gmm", "student-2k-gmm-deep", "student-2k-wide"])
+@pytest.mark.parametrize("name", ["student-2k", "student-2k-gmm", "student-2k-gmm-deep", "student-2k-wide",
+                                  "student-2k-wide256"])
 def test_2k_presets_fit_the_challenge_budgets(name, teacher_report):
     """Decoder <= 2.0 kMAC/px, and both sides at least 35x below the teacher's."""
     r = profile_model(name, teacher=False, check_size=None)
