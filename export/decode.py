@@ -5,7 +5,7 @@
 Needs only numpy, onnxruntime, threadpoolctl, Pillow and compressai's compiled rANS extension (loaded by file path
 without importing compressai, whose package imports torch: see codec/entropy.py).
 
-Memory is bounded for any picture size: the synthesis runs in --tile x --tile-pixel tiles (default 512,
+Memory is bounded for any picture size: the synthesis runs in --tile x --tile-pixel tiles (default 256,
 a phone's budget; 0: the whole picture at once; the picture is the same either way) and PNG and PPM
 outputs are written strip by strip as the rows are decoded (other formats through Pillow, whole).
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     from codec.entropy import DECODER, DECODERS, RANS_HELP
-    from codec.tiling import DEFAULT_TILE
+    from codec.tiling import ONNX_TILE
 
     p = argparse.ArgumentParser(prog="python -m export.decode", description="Torch-free ONNX decoder.")
     p.add_argument("bitstream")
@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--onnx", required=True, help="directory written by python -m export")
     p.add_argument("--int8", action="store_true", help="use the INT8 networks where exported")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
-    p.add_argument("--tile", type=int, default=DEFAULT_TILE,
-                   help=f"synthesis tile side in pixels (default {DEFAULT_TILE}; 0: whole picture)")
+    p.add_argument("--tile", type=int, default=ONNX_TILE,
+                   help=f"synthesis tile side in pixels (default {ONNX_TILE}; 0: whole picture)")
     p.add_argument("--png-level", type=int, default=1, help="zlib level of PNG output, 0-9 (default 1: fast)")
     p.add_argument("--rans", choices=DECODERS, default=DECODER, help=RANS_HELP)
     p.add_argument("--no-crc", action="store_true", help=argparse.SUPPRESS)

@@ -16,7 +16,7 @@ import torch
 from codec.api import pad_planes
 from codec.color import to_tensor
 from codec.entropy import LOG_STEP, SCALE_LEVELS, SCALE_MAX, SCALE_MIN
-from codec.tiling import DEFAULT_TILE, probe_footprints
+from codec.tiling import ONNX_TILE, probe_footprints
 from codec.weights import model_id
 
 from .crops import add_crops
@@ -97,7 +97,7 @@ def export_model(model, out: str | Path, int8: bool = False, calib: int = 16, or
         "context": "computed on the 2x2 phases (export.nets.PackedContext); zero at the anchors",
         "tiling": {"footprints": {k: f.to_json() for k, f in probe_footprints(
                        specs["synthesis"].module, channels).items()},
-                   "default_tile": DEFAULT_TILE,
+                   "default_tile": ONNX_TILE,
                    "rule": "codec/tiling.py: output pixels [p0, p1) of a plane need latent cells "
                            "[ceil((p0 - hi) / scale), floor((p1 - 1 - lo) / scale) + 1), per axis"},
     }

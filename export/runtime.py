@@ -13,9 +13,11 @@ The numpy array helpers (phase layout, strips -> RGB) are in ``export.arrays``.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +34,7 @@ from threadpoolctl import ThreadpoolController
 from codec.bitstream import Bitstream, BitstreamError, unpack
 from codec.entropy import CdfTables, decode_indexed
 from codec.memory import BAND_Z, TRIM_PIXELS, release_memory
-from codec.tiling import DEFAULT_TILE, Footprint, plan_tiles
+from codec.tiling import ONNX_TILE, Footprint, plan_tiles
 
 from .arrays import checkerboard, phases, strip_to_rgb, unphase
 from .intfast import FastIntScaleDecoder
@@ -102,7 +104,7 @@ class OnnxDecoder:
     ``tile`` is the side of the synthesis tiles in output pixels (0 or None: the whole picture at once)."""
 
     def __init__(self, onnx_dir: str | Path, int8: bool = False, threads: int = 1, spin: bool = False,
-                 tile: int | None = DEFAULT_TILE):
+                 tile: int | None = ONNX_TILE):
         self.dir = Path(onnx_dir)
         path = self.dir / MANIFEST
         if not path.is_file():
@@ -140,7 +142,9 @@ class OnnxDecoder:
             self.files[name] = file
             # One session per network for the decoder's life. The latent-grid networks run once per
             # picture and return their memory at once; the synthesis keeps its arena for the next tile.
-            so = session_options(threads, spin, arena=name == "synthesis")
+            # With several threads the synthesis runs several tiles at once, each on one thread (ORT's own
+            # threads split one tile's small convolutions too finely to pay: docs/deployment.md, Speed).
+            so = session_options(1 if name == "synthesis" and threads > 1 else threads, spin, arena=name == "synthesis")
             if file == net.get("int8") and wide_activations(net.get("int8_recipe")):
                 # 16-bit QDQ has no integer kernels on the CPU provider: let ORT fold the weights'
                 # DequantizeLinear into float constants instead of dequantising them at every run.
@@ -286,29 +290,56 @@ class OnnxDecoder:
         tiles = self.footprints is not None and tile
         strips = plan_tiles(height, width, tile if tiles else None, self.footprints or {}, self.multiple)
         cw = (width + 1) // 2
+
+        def tile_planes(t):
+            r0, r1, c0, c1 = t.lat
+            crops, origin, k = self._crops(t, yh.shape[-2:]) if tiles else ({}, (r0, c0), 1)
+            feeds = {"y_hat": np.ascontiguousarray(yh[..., r0:r1, c0:c1], np.float32),
+                     "uv_hat": np.ascontiguousarray(uvh[..., r0:r1, c0:c1], np.float32), **crops}
+            return self.sessions["synthesis"].run(None, feeds), origin, k
+
         planes = (None, None)
-        for strip in strips:
-            a0, a1 = strip[0].y[:2]
-            u0, u1 = strip[0].uv[:2]
-            ys = np.empty((a1 - a0, width), np.float32)
-            uvs = np.empty((2, u1 - u0, cw), np.float32)
-            for t in strip:
-                r0, r1, c0, c1 = t.lat
-                crops, (oy, ox), k = self._crops(t, yh.shape[-2:]) if tiles else ({}, (r0, c0), 1)
-                y, uv = self._run("synthesis", y_hat=yh[..., r0:r1, c0:c1], uv_hat=uvh[..., r0:r1, c0:c1], **crops)
-                _, _, b0, b1 = t.y
-                _, _, v0, v1 = t.uv
-                ly, lc = 16 // k, 8 // k      # output pixels per position of the last cropped grid
-                ys[:, b0:b1] = y[0, 0, a0 - ly * oy: a1 - ly * oy, b0 - ly * ox: b1 - ly * ox]
-                uvs[:, :, v0:v1] = uv[0, :, u0 - lc * oy: u1 - lc * oy, v0 - lc * ox: v1 - lc * ox]
-                del y, uv
-            with self._phase("colour"):
-                rows = strip_to_rgb(ys, uvs, a0 - 2 * u0)
-            if not tiles:
-                planes = (ys, uvs)
-            with self._phase("write"):
-                sink(rows)
+        with ThreadPoolExecutor(self.threads) if tiles and self.threads > 1 else contextlib.nullcontext() as pool:
+            results = self._in_order(tile_planes, [t for strip in strips for t in strip], pool)
+            for strip in strips:
+                with self._phase("networks", "net:synthesis"):
+                    done = [next(results) for _ in strip]
+                planes = self._strip(strip, done, width, cw, sink, tiles)
         return planes
+
+    def _in_order(self, fn, items: list, pool):
+        """fn(item) for each item, in order; with a pool, up to twice its threads run ahead (across strips),
+        so that memory stays bounded by a few tiles' outputs."""
+        if pool is None:
+            yield from map(fn, items)
+            return
+        ahead = collections.deque()
+        for item in items:
+            ahead.append(pool.submit(fn, item))
+            if len(ahead) >= 2 * self.threads:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
+
+    def _strip(self, strip, results, width: int, cw: int, sink, tiles: bool):
+        """One strip's tile outputs to 8-bit RGB rows for ``sink``; returns its float planes when the strip is
+        the whole picture."""
+        a0, a1 = strip[0].y[:2]
+        u0, u1 = strip[0].uv[:2]
+        ys = np.empty((a1 - a0, width), np.float32)
+        uvs = np.empty((2, u1 - u0, cw), np.float32)
+        for t, ((y, uv), (oy, ox), k) in zip(strip, results):
+            _, _, b0, b1 = t.y
+            _, _, v0, v1 = t.uv
+            ly, lc = 16 // k, 8 // k      # output pixels per position of the last cropped grid
+            ys[:, b0:b1] = y[0, 0, a0 - ly * oy: a1 - ly * oy, b0 - ly * ox: b1 - ly * ox]
+            uvs[:, :, v0:v1] = uv[0, :, u0 - lc * oy: u1 - lc * oy, v0 - lc * ox: v1 - lc * ox]
+        del results, y, uv
+        with self._phase("colour"):
+            rows = strip_to_rgb(ys, uvs, a0 - 2 * u0)
+        with self._phase("write"):
+            sink(rows)
+        return (None, None) if tiles else (ys, uvs)
 
     def _crops(self, t, grid: tuple[int, int]):
         """In-graph crop bounds of one tile (export/crops.py): (feeds, origin of the last cropped grid in
@@ -348,7 +379,7 @@ class OnnxDecoder:
                 rgb[done[0]: done[0] + rows.shape[0]] = rows
                 done[0] += rows.shape[0]
         try:
-            with self.blas.limit(limits=self.threads, user_api="blas"):
+            with self.blas.limit(limits=1, user_api="blas"):
                 z, index, skip, residual = self.entropy_decode(bs)
                 del skip
                 big = bs.height * bs.width >= TRIM_PIXELS
