@@ -9,8 +9,9 @@ upscaled one's.
 
 Decoders, each timed ``n`` times after a warm-up, median reported:
 
-- ours: the torch-free ONNX decoder (``export.runtime``; FP32 and INT8 networks; 1 and 2 threads) and the
-  torch decoder (``codec.tiling.decode_rgb``; 1 and 2 threads), both at the default tile, timed in-process
+- ours: the torch-free ONNX decoder (``export.runtime``; FP32 and INT8 networks; 1 and 2 threads; FP32 also
+  with the in-process rANS decoder, ``--rans native``) and the torch decoder (``codec.tiling.decode_rgb``; 1 and
+  2 threads), each at its default tile, timed in-process
   with the networks loaded (what an app pays per picture), writing a PPM file like the tools below;
 - classical: djpeg (libjpeg-turbo), dwebp, avifdec, djxl and opj_decompress as the Debian tools, one
   thread, writing PPM (avifdec: Y4M, it writes no PPM), each run as a subprocess (process start included,
@@ -72,7 +73,8 @@ def run(model_spec: str, sizes, n: int, threads: list[int], torch_decoder: bool,
 
     from evaluation.codecs import classical_codecs
     from codec.api import encode_image
-    from codec.tiling import DEFAULT_TILE, decode_rgb
+    from codec import entropy
+    from codec.tiling import DEFAULT_TILE, ONNX_TILE, decode_rgb
     from codec.weights import load_model
     from codec import bitstream as bsf
     from export.timing import bench_picture
@@ -84,8 +86,9 @@ def run(model_spec: str, sizes, n: int, threads: list[int], torch_decoder: bool,
     model = load_model(model_spec)
     onnx_dir = current_export(model)
     codecs = classical_codecs()
-    res = {"model": model.name, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-           "loadavg_start": os.getloadavg()[0], "cpus": os.cpu_count(), "n": n, "tile": DEFAULT_TILE,
+    from evaluation.machine import machine
+    res = {"model": model.name, "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
+           "loadavg_start": os.getloadavg()[0], "cpus": os.cpu_count(), "n": n, "tile": DEFAULT_TILE, "onnx_tile": ONNX_TILE,
            "skipped": {}, "pictures": []}
     for name, (codec, q, cmd) in CLASSICAL.items():
         ok, why = codecs[codec].available()
@@ -122,7 +125,10 @@ def run(model_spec: str, sizes, n: int, threads: list[int], torch_decoder: bool,
                              "rss_mb": max(r["rss_mb"] for r in reps), "how": "subprocess"})
                 progress(f"  {name}: {rows[-1]['wall'] * 1000:.0f} ms")
             bs = bsf.unpack(data)
-            for int8 in (False, True):
+            # the default rANS decoder (compressai's, in a helper process), and the in-process one that a
+            # long-running decoder would use (--rans native: numba's start-up is paid once per process)
+            for int8, rans in ((False, "compressai"), (True, "compressai"), (False, "native")):
+                entropy.DECODER, default = rans, entropy.DECODER
                 for t in threads:
                     dec = OnnxDecoder(onnx_dir, int8=int8, threads=t)
 
@@ -132,11 +138,14 @@ def run(model_spec: str, sizes, n: int, threads: list[int], torch_decoder: bool,
                         wr.close()
                     timing = _timed_in_process(once, n)
                     cli = run_child([sys.executable, "-m", "export.decode", src, "-o", out.with_suffix(".ppm"),
-                                     "--onnx", onnx_dir, "--threads", t] + (["--int8"] if int8 else []), _env(t))
-                    rows.append({"decoder": f"ours: ONNX {'INT8' if int8 else 'FP32'}", "threads": t, "bpp": bpp,
-                                 "setting": f"quality 3, tile {DEFAULT_TILE}", **timing, "rss_mb": cli["rss_mb"],
+                                     "--onnx", onnx_dir, "--threads", t, "--rans", rans]
+                                    + (["--int8"] if int8 else []), _env(t))
+                    name = f"ours: ONNX {'INT8' if int8 else 'FP32'}" + (", native rANS" if rans == "native" else "")
+                    rows.append({"decoder": name, "threads": t, "bpp": bpp,
+                                 "setting": f"quality 3, tile {ONNX_TILE}", **timing, "rss_mb": cli["rss_mb"],
                                  "cli_wall": cli["wall"], "cli_cpu": cli["cpu"], "how": "in-process"})
-                    progress(f"  ONNX {'INT8' if int8 else 'FP32'} x{t}: {rows[-1]['wall'] * 1000:.0f} ms")
+                    progress(f"  {name[5:]} x{t}: {rows[-1]['wall'] * 1000:.0f} ms")
+                entropy.DECODER = default
             if torch_decoder:
                 for t in threads:
                     torch.set_num_threads(t)
@@ -170,7 +179,8 @@ def run(model_spec: str, sizes, n: int, threads: list[int], torch_decoder: bool,
 
 def to_markdown(res: dict, command: str) -> str:
     lines = [f"# Decode speed: {res['model']} next to the classical decoders", "",
-             f"Made by `{command}` on {res['date']}, {res['cpus']}-core machine shared with other jobs (load "
+             f"Made by `{command}` on {res['date']}, {res.get('machine', str(res['cpus']) + '-core machine')}, "
+             "shared with other jobs (load "
              f"average {res['loadavg_start']:.1f} at the start, {res['loadavg_end']:.1f} at the end: wall times "
              "are pessimistic and move between runs; CPU time moves less). Median of "
              f"{res['n']} decodes after a warm-up. Ours are timed in-process with the networks loaded, writing "
@@ -190,7 +200,9 @@ def to_markdown(res: dict, command: str) -> str:
                          f"{r['rss_mb']:.0f} |")
         lines.append("")
     lines += ["Settings: " + "; ".join(f"{r['decoder']}: {r['setting']}" for r in res["pictures"][0]["rows"]
-                                      if not r["decoder"].startswith("ours")) + ".", ""]
+                                      if not r["decoder"].startswith("ours"))
+              + f"; ours at quality 3, the ONNX decoder at tile {res.get('onnx_tile', res['tile'])}, the torch one at "
+              f"tile {res['tile']} (their defaults).", ""]
     if res["skipped"]:
         lines += ["Skipped: " + "; ".join(f"{k} ({v})" for k, v in res["skipped"].items()) + ".", ""]
     lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items() if v) + "."]

@@ -44,7 +44,8 @@ import numpy as np
 LUMA_SCALE, CHROMA_SCALE = 16, 8      # output pixels per latent cell (luma plane, 4:2:0 chroma plane)
 DEFAULT_TILE = 512                    # output pixels per tile side (see docs/deployment.md, "Memory")
 # The torch-free ONNX decoder's default: smaller tiles keep its features nearer the cache (ORT runs each layer over
-# the whole tile before the next); 256 decoded 9-11% faster than 512 at 768x512 and 12 Mpixel (docs/deployment.md).
+# the whole tile before the next): 256 took 5-9% less CPU than 512 at 768x512 and 12 Mpixel, and less memory
+# (results/decode_profile.md, its before/after table).
 ONNX_TILE = 256
 RGB_ROWS = 128                        # picture rows converted to 8-bit RGB at a time (torch decoder)
 

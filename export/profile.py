@@ -188,7 +188,7 @@ def _encode(model, img: np.ndarray, quality: int) -> bytes:
         return encode_image(model, img, quality)
 
 
-def run(model_spec: str, onnx_dir: Path | None, n: int, quality: int, big: bool) -> dict:
+def run(model_spec: str, onnx_dir: Path | None, n: int, quality: int, big: bool, tile: int | None = None) -> dict:
     import torch
 
     from codec import entropy
@@ -205,7 +205,7 @@ def run(model_spec: str, onnx_dir: Path | None, n: int, quality: int, big: bool)
     if big:
         pictures["4000x3000 mosaic of the evaluation photos"] = mosaic()
     res = {"model": model.name, "onnx": str(onnx_dir), "quality": quality, "n": n,
-           "tile": OnnxDecoder.__init__.__defaults__[-1] if tiled else None,
+           "tile": (OnnxDecoder.__init__.__defaults__[-1] if tile is None else tile) if tiled else None,
            "loadavg": os.getloadavg()[0], "cpus": os.cpu_count(), "pictures": {},
            "rans": entropy.DECODER}
     env = dict(os.environ, PYTHONPATH=os.environ.get("PYTHONPATH", str(ROOT)), OPENBLAS_NUM_THREADS="1")
@@ -217,12 +217,13 @@ def run(model_spec: str, onnx_dir: Path | None, n: int, quality: int, big: bool)
             entry = {"width": img.shape[1], "height": img.shape[0], "bytes": len(data),
                      "bpp": len(data) * 8 / (img.shape[0] * img.shape[1]), "runs": {}}
             for int8 in (False, True):
-                dec = OnnxDecoder(onnx_dir, int8=int8, threads=1)
+                dec = OnnxDecoder(onnx_dir, int8=int8, threads=1, **({"tile": res["tile"]} if tiled else {}))
                 reps = n if img.size < 4e6 else max(2, n // 3)
                 r = profile_decode(dec, data, reps)
                 del dec
                 cli = run_child([sys.executable, "-m", "export.decode", src, "-o", Path(tmp) / "out.ppm", "--onnx",
-                                 onnx_dir] + (["--int8"] if int8 else []), env)
+                                 onnx_dir] + (["--int8"] if int8 else []) + (["--tile", res["tile"]] if tiled else []),
+                                env)
                 r["cli_peak_rss_mb"], r["cli_wall_ms"] = cli["rss_mb"], 1000 * cli["wall"]
                 entry["runs"]["INT8" if int8 else "FP32"] = r
             res["pictures"][label] = entry
@@ -312,12 +313,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", type=int, default=7, help="timed decodes per configuration (default 7)")
     p.add_argument("--quality", "-q", type=int, default=3)
     p.add_argument("--no-large", action="store_true", help="skip the 12-Mpixel picture")
+    p.add_argument("--tile", type=int, help="synthesis tile side in pixels (default: the decoder's)")
     p.add_argument("--before", help="a JSON this command wrote for an earlier decoder: adds a before/after table")
     p.add_argument("--out", default=str(ROOT / "results" / "decode_profile"), help="output path without suffix")
     a = p.parse_args(argv)
     from codec.cli_util import fail
     try:
-        res = run(a.model, a.onnx, a.n, a.quality, not a.no_large)
+        res = run(a.model, a.onnx, a.n, a.quality, not a.no_large, a.tile)
         res["command"] = ("python -m export.profile " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
         before = json.loads(Path(a.before).read_text()) if a.before else None
         out = Path(a.out)
