@@ -17,8 +17,8 @@ import collections
 import contextlib
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -169,7 +169,8 @@ class OnnxDecoder:
             self.gain_steps, self.z_offset = a["gain_steps"].astype(np.int64), a["z_offset"].astype(np.int64)
         # numpy's BLAS (the scale decoder's matrix products) would start a thread per core, and OpenBLAS's
         # idle threads spin: a one-thread decode then kept a second core busy (97 ms of CPU for 52 ms of
-        # wall time at 768x512, 45 ms when limited). Each decode caps BLAS at the decoder's thread count.
+        # wall time at 768x512, 45 ms when limited). Each decode keeps BLAS on one thread, whatever the decoder's
+        # count: its other threads run synthesis tiles, and a spinning BLAS thread would take their core.
         self.blas = ThreadpoolController()
         self.timings: dict[str, float] = defaultdict(float)       # wall seconds per phase
         self.cpu_timings: dict[str, float] = defaultdict(float)   # this process's CPU seconds per phase
