@@ -77,6 +77,7 @@ def run(model_spec: str, sizes, n: int, threads: list[int], torch_decoder: bool,
     from codec.tiling import DEFAULT_TILE, ONNX_TILE, decode_rgb
     from codec.weights import load_model
     from codec import bitstream as bsf
+    from evaluation.machine import machine
     from export.timing import bench_picture
     from export.profile import mosaic
     from export.runtime import OnnxDecoder
@@ -86,7 +87,6 @@ def run(model_spec: str, sizes, n: int, threads: list[int], torch_decoder: bool,
     model = load_model(model_spec)
     onnx_dir = current_export(model)
     codecs = classical_codecs()
-    from evaluation.machine import machine
     res = {"model": model.name, "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
            "loadavg_start": os.getloadavg()[0], "cpus": os.cpu_count(), "n": n, "tile": DEFAULT_TILE, "onnx_tile": ONNX_TILE,
            "skipped": {}, "pictures": []}
@@ -127,8 +127,9 @@ def run(model_spec: str, sizes, n: int, threads: list[int], torch_decoder: bool,
             bs = bsf.unpack(data)
             # the default rANS decoder (compressai's, in a helper process), and the in-process one that a
             # long-running decoder would use (--rans native: numba's start-up is paid once per process)
+            default = entropy.DECODER
             for int8, rans in ((False, "compressai"), (True, "compressai"), (False, "native")):
-                entropy.DECODER, default = rans, entropy.DECODER
+                entropy.DECODER = rans
                 for t in threads:
                     dec = OnnxDecoder(onnx_dir, int8=int8, threads=t)
 
@@ -145,7 +146,7 @@ def run(model_spec: str, sizes, n: int, threads: list[int], torch_decoder: bool,
                                  "setting": f"quality 3, tile {ONNX_TILE}", **timing, "rss_mb": cli["rss_mb"],
                                  "cli_wall": cli["wall"], "cli_cpu": cli["cpu"], "how": "in-process"})
                     progress(f"  {name[5:]} x{t}: {rows[-1]['wall'] * 1000:.0f} ms")
-                entropy.DECODER = default
+            entropy.DECODER = default
             if torch_decoder:
                 for t in threads:
                     torch.set_num_threads(t)

@@ -48,11 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("weights", nargs="+", help="weights files (.safetensors), fine-tunes of one start file")
     p.add_argument("-o", "--out", required=True, help="output .safetensors")
     a = p.parse_args(argv)
+    from codec.cli_util import fail
     try:
         path = average_weights(a.weights, a.out)
     except (ValueError, OSError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return fail(e)
     print(f"wrote {path}")
     return 0
 

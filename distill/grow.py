@@ -146,6 +146,7 @@ def grow_into(old, new) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: grow a weights file into a wider preset and write the new file."""
+    from codec.cli_util import fail
     from codec.registry import create_model
     from codec.weights import WeightsError, load_model, save_weights, weights_metadata
 
@@ -159,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         new = create_model(a.student).set_rate_points(old.num_qualities)
         dropped = grow_into(old, new)
     except (WeightsError, KeyError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(e, 2)
     new.eval()
     new.update(force=True)
     meta = {k: v for k, v in weights_metadata(a.init).items() if k not in ("preset", "run_step", "run_train_s")}

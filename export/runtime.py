@@ -196,10 +196,14 @@ class OnnxDecoder:
             raise ExportError(f"export file missing: {p}")
         return p
 
+    @staticmethod
+    def _feeds(**feeds: np.ndarray) -> dict[str, np.ndarray]:
+        """Network inputs as ORT takes them: contiguous, float32 (int64 crop bounds as they are)."""
+        return {k: np.ascontiguousarray(v, None if v.dtype == np.int64 else np.float32) for k, v in feeds.items()}
+
     def _run(self, name: str, **feeds: np.ndarray) -> np.ndarray:
-        feeds = {k: np.ascontiguousarray(v, None if v.dtype == np.int64 else np.float32) for k, v in feeds.items()}
         with self._phase("networks", f"net:{name}"):
-            out = self.sessions[name].run(None, feeds)
+            out = self.sessions[name].run(None, self._feeds(**feeds))
         return out if len(out) > 1 else out[0]
 
     # ---- integer part ------------------------------------------------------------------------
@@ -295,8 +299,7 @@ class OnnxDecoder:
         def tile_planes(t):
             r0, r1, c0, c1 = t.lat
             crops, origin, k = self._crops(t, yh.shape[-2:]) if tiles else ({}, (r0, c0), 1)
-            feeds = {"y_hat": np.ascontiguousarray(yh[..., r0:r1, c0:c1], np.float32),
-                     "uv_hat": np.ascontiguousarray(uvh[..., r0:r1, c0:c1], np.float32), **crops}
+            feeds = self._feeds(y_hat=yh[..., r0:r1, c0:c1], uv_hat=uvh[..., r0:r1, c0:c1], **crops)
             return self.sessions["synthesis"].run(None, feeds), origin, k
 
         planes = (None, None)
