@@ -167,10 +167,9 @@ class OnnxDecoder:
         self.cdf_r = load_tables(self._file(m["entropy"]["residual"]))
         with np.load(self._file(m["entropy"]["rate"])) as a:
             self.gain_steps, self.z_offset = a["gain_steps"].astype(np.int64), a["z_offset"].astype(np.int64)
-        # numpy's BLAS (the scale decoder's matrix products) would start a thread per core, and OpenBLAS's
-        # idle threads spin: a one-thread decode then kept a second core busy (97 ms of CPU for 52 ms of
-        # wall time at 768x512, 45 ms when limited). Each decode keeps BLAS on one thread, whatever the decoder's
-        # count: its other threads run synthesis tiles, and a spinning BLAS thread would take their core.
+        # numpy's BLAS (the scale decoder's matrix products) would start a thread per core whose idle spinning
+        # kept a second core busy (97 ms of CPU for 52 ms of wall time at 768x512, 45 when limited). Each decode
+        # keeps BLAS on one thread at any thread count: the decoder's other threads run synthesis tiles.
         self.blas = ThreadpoolController()
         self.timings: dict[str, float] = defaultdict(float)       # wall seconds per phase
         self.cpu_timings: dict[str, float] = defaultdict(float)   # this process's CPU seconds per phase
