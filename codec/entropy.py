@@ -65,7 +65,7 @@ class CdfTables:
         self.cdfs, self.lengths, self.offsets = cdfs, [int(v) for v in lengths], [int(v) for v in offsets]
         if not self.cdfs or not self.cdfs[0]:
             raise RuntimeError("entropy model has no CDF tables: call model.update() after training")
-        self._min_bits = self._key = self._arrays = None
+        self._min_bits = self._key = self._arrays = self._trimmed = None
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -77,6 +77,16 @@ class CdfTables:
             top = [int(np.diff(np.asarray(c[:n], np.int64)).max()) for c, n in zip(self.cdfs, self.lengths)]
             self._min_bits = np.array([PRECISION - math.log2(f) for f in top])
         return self._min_bits
+
+    @property
+    def trimmed(self) -> list[list[int]]:
+        """Each CDF table cut to its length, for compressai's decoder: it reads no further (its search stops
+        at the length, whose value 2**16 exceeds every cumulative frequency), and pybind11 copies every value
+        it is given into C++ vectors at each call; the residual tables come padded to the longest (64 x 7255
+        values where the lengths add up to 62,856 on student-2k-wide: ~4 ms per 768x512 picture)."""
+        if self._trimmed is None:
+            self._trimmed = [list(c[:n]) for c, n in zip(self.cdfs, self.lengths)]
+        return self._trimmed
 
     @property
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -153,7 +163,7 @@ def decode_indexed(data: bytes, indexes, tables: CdfTables, dtype=np.int64) -> n
     if DECODER != "compressai":
         raise ValueError(f"unknown entropy decoder {DECODER!r}; choose one of {', '.join(DECODERS)}")
     if not ISOLATE:
-        out = _ans().RansDecoder().decode_with_indexes(data + bytes(64 + 4 * n), idx.tolist(), tables.cdfs,
+        out = _ans().RansDecoder().decode_with_indexes(data + bytes(64 + 4 * n), idx.tolist(), tables.trimmed,
                                                        tables.lengths, tables.offsets)
         return np.asarray(out, dtype)
     return _HELPER.decode(data, idx, tables).astype(dtype, copy=False)
@@ -205,9 +215,9 @@ def ints(n):
 while True:
     kind, key, n, m = struct.unpack("=c16sQQ", read(33))
     if kind == b"T":
-        lengths, offsets, sizes, flat = ints(n), ints(n), ints(n), ints(m)
+        lengths, offsets, flat = ints(n), ints(n), ints(m)
         cdfs, p = [], 0
-        for s in sizes:
+        for s in lengths:
             cdfs.append(flat[p:p + s])
             p += s
         tables[key] = (cdfs, lengths, offsets)
@@ -257,15 +267,9 @@ class _Helper:
             proc = self._start()
             try:
                 if tables.key not in self.known:
-                    # Each table only up to its length: the decoder never reads further (its search
-                    # stops at cdfs_sizes, whose last value 2**16 exceeds every cumulative frequency), and
-                    # pybind11 copies every table into C++ vectors at each call: the residual tables,
-                    # padded to the longest (64 x 7255 values), cost ~4 ms per picture more than their
-                    # lengths (62,856 values on student-2k-wide).
-                    sizes = [int(n) for n in tables.lengths]
-                    flat = np.concatenate([np.asarray(c[:n], np.int32) for c, n in zip(tables.cdfs, sizes)])
+                    flat = np.concatenate([np.asarray(c, np.int32) for c in tables.trimmed])
                     proc.stdin.write(_HEAD.pack(b"T", tables.key, len(tables), flat.size))
-                    for part in (tables.lengths, tables.offsets, sizes, flat):
+                    for part in (tables.lengths, tables.offsets, flat):
                         proc.stdin.write(np.asarray(part, np.int32).tobytes())
                     self.known.add(tables.key)
                 proc.stdin.write(_HEAD.pack(b"D", tables.key, idx.size, len(data)))
