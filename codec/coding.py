@@ -14,9 +14,10 @@ import torch
 
 from .bands import BAND_Z, band_halo, reconstruct_in_bands
 from .bitstream import BitstreamError
-from .entropy import (LOG_STEP, SCALE_LEVELS, CdfTables, decode_indexed, decode_symbols, encode_symbols,
+from .entropy import (LOG_STEP, SCALE_LEVELS, CdfTables, decode_symbols, encode_symbols,
                       estimated_bits, make_scale_table)
 from .intnet import INPUT_MAX, INPUT_MIN
+from .scale_context import anchor_mask, decode_residuals
 
 
 class CodingMixin:
@@ -50,6 +51,7 @@ class CodingMixin:
         target = {"y": ly * gain[:, : self.cfg.y_channels], "uv": luv * gain[:, self.cfg.y_channels:]}
         r, yh, uvh, mean = self._reconstruct(z_int, gain, (~skip).float(),
                                              lambda b, mug: torch.round(target[b] - mug))
+        index = self._coded_index(r, index)   # the skip mask stays the hyper-latent index's
         return {"z": z_int.long(), "residual": r.long(), "index": index, "skip": skip,
                 "y_hat": yh, "uv_hat": uvh, "mean": mean}
 
@@ -70,11 +72,28 @@ class CodingMixin:
         st = self.encode_latents(y_plane, uv_plane, q, latents)
         z_sym = st["z"] - self._z_symbols_offset()
         z_idx = torch.arange(self.cfg.z_channels).view(1, -1, 1, 1).expand_as(z_sym)
-        coded = ~st["skip"]
         z_stream = encode_symbols(z_sym, z_idx, CdfTables(self.entropy_bottleneck))
-        r_stream = encode_symbols(st["residual"][coded], st["index"][coded],
-                                  CdfTables(self.gaussian_conditional))
-        return [z_stream, r_stream], st
+        tables = CdfTables(self.gaussian_conditional)
+        return [z_stream] + [encode_symbols(st["residual"][part], st["index"][part], tables)
+                             for part in self._residual_parts(~st["skip"])], st
+
+    def _coded_index(self, residual: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The scale index the coder uses: the hyper-latent's, or with option ctxscale moved by its table from
+        the coded anchors' residuals (training: with the index's gradient)."""
+        if self.scale_context is None:
+            return index
+        return self.scale_context(residual * (index.detach() >= self.cfg.skip_index), index, self.cfg.y_channels)
+
+    def _num_streams(self) -> int:
+        return 3 if self.scale_context is not None else 2
+
+    def _residual_parts(self, coded: torch.Tensor) -> list[torch.Tensor]:
+        """Masks of the coded elements in each residual stream: all of them, or (option ctxscale) the
+        anchors then the non-anchors, whose tables depend on the decoded anchors."""
+        if self.scale_context is None:
+            return [coded]
+        anchor = torch.from_numpy(anchor_mask(*coded.shape[-2:]))
+        return [coded & anchor, coded & ~anchor]
 
     @torch.no_grad()
     def decompress_streams(self, streams: list[bytes], q: int, shape: tuple[int, int], bands: bool = False):
@@ -82,8 +101,8 @@ class CodingMixin:
         the integer state (``residual`` and gained scale ``index``, int32). ``bands``: run the latent-grid
         networks in bands of rows where the model allows it (codec/bands.py; same latents, less memory;
         the predicted mean is then not kept and the option hooks get None)."""
-        if len(streams) != 2:
-            raise BitstreamError(f"expected 2 coded streams, found {len(streams)}")
+        if len(streams) != self._num_streams():
+            raise BitstreamError(f"expected {self._num_streams()} coded streams, found {len(streams)}")
         if not 0 <= q < self.num_qualities:
             raise BitstreamError(f"rate point {q} does not exist for this model")
         hz, wz = shape[0] // self.cfg.multiple, shape[1] // self.cfg.multiple
@@ -96,10 +115,11 @@ class CodingMixin:
         index, skip, gain = self._index(z_int, q, torch.uint8, band=BAND_Z)
         coded = ~skip.numpy()
         del skip
-        residual = torch.zeros(index.shape, dtype=torch.int32)
-        tables = CdfTables(self.gaussian_conditional)
-        residual.numpy()[coded] = decode_indexed(streams[1], index.numpy()[coded], tables, np.int32)
-        del coded
+        table = None if self.scale_context is None else self.scale_context.table()
+        r, idx = decode_residuals(streams[1:], index.numpy(), coded, CdfTables(self.gaussian_conditional),
+                                  self.cfg.y_channels, table)
+        residual, index = torch.from_numpy(r), torch.from_numpy(idx)
+        del coded, r
         # Skipped elements decode to a zero residual already, so "coded" can be all ones: k * r == r.
         ones = torch.ones(1, index.shape[1], 1, 1)
         halo = band_halo(self) if bands else None

@@ -37,6 +37,7 @@ from .entropy import LOG_STEP, SCALE_LEVELS, SCALE_MIN, make_scale_table
 from .intnet import INPUT_MAX, INPUT_MIN, ste_round
 from .rate import SymbolCost, proxy_bits, straight_through
 from .rate_points import DEFAULT_RATE_POINTS, LAMBDA_LADDER, fit_gain_steps
+from .scale_context import anchor_mask
 
 FEATURE_LOSS_WEIGHT = 1.0   # seed 001 trains its feature enhancement loss with lambda_f = 1 (its Eq. 17)
 SKIP_TEMPERATURE = 1.0      # width, in scale-index steps, of the soft skip gate's surrogate gradient
@@ -56,7 +57,7 @@ TRANSFORMS = tuple(k for k, sides in MODULE_ROLES.items() if sides)
 # Hooks that options add (codec.modules); absent from a model without options.
 HOOK_ROLES = {
     "pre_analysis": ("encoder",), "post_analysis": ("encoder",), "global_context": ("encoder", "decoder"),
-    "pre_synthesis": ("decoder",), "post_filter": ("decoder",), "qecm": (),
+    "pre_synthesis": ("decoder",), "post_filter": ("decoder",), "qecm": (), "scale_context": (),
 }
 MODULE_ROLES.update(HOOK_ROLES)
 
@@ -75,9 +76,7 @@ def _shifted(mean: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
 
 def checkerboard(h: int, w: int, device=None) -> torch.Tensor:
     """1x1xhxw float mask, 1 on anchor positions ((row + col) even), decoded in the first pass."""
-    r = torch.arange(h, device=device)[:, None]
-    c = torch.arange(w, device=device)[None, :]
-    return ((r + c) % 2 == 0).float()[None, None]
+    return torch.from_numpy(anchor_mask(h, w)).to(device=device, dtype=torch.float32)[None, None]
 
 
 class Synthesis(nn.Module):
@@ -256,7 +255,8 @@ class YUVCodec(CodingMixin, CompressionModel):
             # gradient stays the classic one (noise, every element): measure exactly, train smoothly.
             index_r = index.detach()
             symbols = torch.round(latent.detach() * gain - mean.detach() * gain)
-            exact = self._symbol_cost("gaussian_conditional")(symbols, index_r) * (index_r >= self.cfg.skip_index)
+            exact = (self._symbol_cost("gaussian_conditional")(symbols, self._coded_index(symbols, index_r))
+                     * (index_r >= self.cfg.skip_index))
             lik = torch.cat((lik_y, lik_uv), 1)
             bits = straight_through(exact, -torch.log2(lik.clamp_min(1e-9)))
             out["bits"] = {"z": self._z_bits(z_hat, z_lik), **dict(zip(("y", "uv"), self._split(bits)))}
@@ -285,15 +285,14 @@ class YUVCodec(CodingMixin, CompressionModel):
         # Rate of each element as if coded at no less than the skip threshold's scale: its exact bits
         # count where it is coded, and the gate's gradient weighs them where it is skipped.
         mug = mean.float() * gain
-        index_c = torch.clamp(index, min=skip_at)
         symbols = torch.round(target - mug).detach()
+        index_c = torch.clamp(self._coded_index(symbols, index), min=skip_at)
         with fp32_region(target):  # noisy: the classic proxy; else at the coded value, straight-through
             values = target + torch.rand_like(target) - 0.5 if noisy else rounding(target - mug) + mug
             lik = self.gaussian_conditional._likelihood(values, SCALE_MIN * torch.exp(LOG_STEP * index_c), mug)
         bits = gate * straight_through(self._symbol_cost("gaussian_conditional")(symbols, index_c.detach()),
                                        proxy_bits(lik))
-        b_y, b_uv = self._split(bits)
-        out["bits"] = {"z": self._z_bits(z_hat, z_lik), "y": b_y, "uv": b_uv}
+        out["bits"] = {"z": self._z_bits(z_hat, z_lik), **dict(zip(("y", "uv"), self._split(bits)))}
         out["likelihoods"] = {"z": z_lik, "y": lik[:, : self.cfg.y_channels], "uv": lik[:, self.cfg.y_channels:]}
         out["coded_fraction"] = coded.mean().detach()
         return out

@@ -20,8 +20,9 @@ DECODER_NETS = ("hyper_decoder_y", "hyper_decoder_uv", "context_y", "context_uv"
                 "synthesis")
 ENCODER_NETS = ("analysis", "hyper_analysis")
 # The options whose modules export/ builds (codec.modules): gmm's mixture is only CDF tables, written like the
-# Gaussian ones; its global context is one more decoder network (OPTION_NETS).
-EXPORTABLE_OPTIONS = ("gmm",)
+# Gaussian ones; its global context is one more decoder network (OPTION_NETS). ctxscale is an integer table
+# (scale_context.npz, export/tables.py), run by the same numpy code as the torch coder (codec/scale_context.py).
+EXPORTABLE_OPTIONS = ("gmm", "ctxscale")
 OPTION_NETS = {"gmm": ("global_context",)}
 
 

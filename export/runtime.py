@@ -33,6 +33,7 @@ from threadpoolctl import ThreadpoolController
 # decoder (which has no bounds checks) in a helper process, so a crafted stream ends in a one-line error.
 from codec.bitstream import Bitstream, BitstreamError, unpack
 from codec.entropy import CdfTables, decode_indexed
+from codec.scale_context import decode_residuals, load_table
 from codec.memory import BAND_Z, TRIM_PIXELS, release_memory
 from codec.tiling import ONNX_TILE, Footprint, plan_tiles
 
@@ -47,9 +48,9 @@ __all__ = ["MANIFEST", "FORMAT", "ExportError", "Decoded", "load_tables", "sessi
 
 MANIFEST = "manifest.json"
 FORMAT = "lightcodec-onnx"
-# Model options (codec.modules) this decoder implements: gmm's mixture is only CDF tables, its global context
-# one more network (z_hat -> per-channel offsets of the predicted means, once per picture).
-OPTIONS = ("gmm",)
+# Model options (codec.modules) this decoder implements: gmm (CDF tables, and its global context: one more network,
+# z_hat -> per-channel mean offsets); ctxscale (an integer table, scale_context.npz, run by codec/scale_context.py).
+OPTIONS = ("gmm", "ctxscale")
 
 
 class ExportError(ValueError):
@@ -167,6 +168,7 @@ class OnnxDecoder:
         self.cdf_r = load_tables(self._file(m["entropy"]["residual"]))
         with np.load(self._file(m["entropy"]["rate"])) as a:
             self.gain_steps, self.z_offset = a["gain_steps"].astype(np.int64), a["z_offset"].astype(np.int64)
+        self.scale_context = load_table(self._file("scale_context.npz")) if "ctxscale" in m.get("options", []) else None
         # numpy's BLAS (the scale decoder's matrix products) would start a thread per core whose idle spinning
         # kept a second core busy (97 ms of CPU for 52 ms of wall time at 768x512, 45 when limited). Each decode
         # keeps BLAS on one thread at any thread count: the decoder's other threads run synthesis tiles.
@@ -226,8 +228,8 @@ class OnnxDecoder:
         if bs.model_id != self.model_id:
             raise BitstreamError(f"bitstream was made by another model (id {bs.model_id.hex()}), not "
                                  f"{self.manifest['model']!r} ({self.model_id.hex()})")
-        if len(bs.streams) != 2:
-            raise BitstreamError(f"expected 2 coded streams, found {len(bs.streams)}")
+        if len(bs.streams) != 2 + (self.scale_context is not None):
+            raise BitstreamError(f"expected {2 + (self.scale_context is not None)} coded streams, found {len(bs.streams)}")
         if not 0 <= bs.quality < len(self.gain_steps):
             raise BitstreamError(f"rate point {bs.quality} does not exist for this model")
         hz, wz = -(-bs.height // self.multiple), -(-bs.width // self.multiple)
@@ -243,9 +245,7 @@ class OnnxDecoder:
             index = index.astype(np.uint8)
             skip = index < self.skip_index
         with self._phase("entropy"):
-            residual = np.zeros(index.shape, np.int32)
-            coded = ~skip
-            residual[coded] = decode_indexed(bs.streams[1], index[coded].astype(np.int32), self.cdf_r)
+            residual, index = decode_residuals(bs.streams[1:], index, ~skip, self.cdf_r, self.my, self.scale_context)
         return z[None], index[None], skip[None], residual[None]
 
     # ---- float part --------------------------------------------------------------------------

@@ -51,14 +51,21 @@ def rate_arrays(model) -> dict[str, np.ndarray]:
 
 
 def write_tables(model, out: Path) -> dict:
-    """Write scale_decoder.npz, cdf_z.npz, cdf_residual.npz and rate.npz; return their manifest entry."""
+    """Write scale_decoder.npz, cdf_z.npz, cdf_residual.npz, rate.npz (and with option ctxscale
+    scale_context.npz); return their manifest entries."""
     sd, layout = scale_decoder_arrays(model.scale_decoder)
     np.savez(out / "scale_decoder.npz", **sd)
     # Compressed: the CDF rows are zero-padded to the longest table.
     np.savez_compressed(out / "cdf_z.npz", **cdf_arrays(model.entropy_bottleneck))
     np.savez_compressed(out / "cdf_residual.npz", **cdf_arrays(model.gaussian_conditional))
     np.savez(out / "rate.npz", **rate_arrays(model))
-    return {
+    entry = {}
+    if getattr(model, "scale_context", None) is not None:
+        np.savez(out / "scale_context.npz", lut=model.scale_context.lut.numpy(),
+                 t_edges=model.scale_context.t_edges.numpy())
+        entry["scale_context"] = {"file": "scale_context.npz", "rule": "codec/scale_context.py: context_index; "
+                                  "residual streams: coded anchors, then coded non-anchors"}
+    return entry | {
         "scale_decoder": {"file": "scale_decoder.npz", "layers": layout, "input_min": intnet.INPUT_MIN,
                           "input_max": intnet.INPUT_MAX, "act_max": intnet.ACT_MAX,
                           "acc_limit": intnet.ACC_LIMIT, "rounding": "floor((acc + 2**(shift-1)) / 2**shift)"},

@@ -416,3 +416,39 @@ def test_gmm_model_exports_and_decodes_with_the_encoders_symbols(student, gmm_st
     (tmp_path / "other" / "manifest.json").write_text(json.dumps({**m, "version": 1}))
     with pytest.raises(ExportError, match="version-1 manifest"):
         OnnxDecoder(tmp_path / "other")
+
+
+def test_ctxscale_model_codes_decodes_and_exports_with_the_encoders_symbols(student, eval_paths, tmp_path):
+    """student-1k+ctxscale with a non-identity table: three streams (z, anchors, non-anchors); the torch
+    decoder and the ONNX decoder (FP32, 1 and 2 threads) get the encoder's symbols and moved indices; a
+    two-stream file is refused; a base-model stream is refused."""
+    from codec.registry import create_model
+    from codec.weights import load_model, load_weights, rate_points_of, save_weights
+    from export.__main__ import main
+    from export.runtime import OnnxDecoder
+
+    model = create_model("student-1k+ctxscale").set_rate_points(rate_points_of(TEST_STUDENT))
+    load_weights(model, TEST_STUDENT, partial=True)
+    rng = np.random.default_rng(0)
+    lut = rng.integers(-2, 3, tuple(model.scale_context.lut.shape)).astype(np.int8)
+    model.scale_context.set_table(lut, np.array([[0, 2, 4, 8, 16, 32, 64, 128]] * 2))
+    path = save_weights(model, tmp_path / "student-1k+ctxscale.safetensors")
+    model = load_model(str(path))
+    img = load_rgb(eval_paths[0])[:128, :192]
+    y, uv = pad_planes(to_tensor(img), model.cfg.multiple)
+    streams, st = model.compress_planes(y, uv, 1)
+    assert len(streams) == 3
+    base_index, _, _ = model._index(st["z"].float(), 1)
+    assert not torch.equal(st["index"], base_index)   # the table moved some non-anchor tables
+    (_, _), dec = model.decompress_streams(streams, 1, tuple(y.shape[-2:]))
+    assert torch.equal(dec["residual"].long(), st["residual"]) and torch.equal(dec["index"].long(), st["index"].long())
+    with pytest.raises(bsf.BitstreamError, match="expected 3 coded streams"):
+        model.decompress_streams(streams[:2], 1, tuple(y.shape[-2:]))
+    out = tmp_path / "onnx"
+    assert main(["--model", str(path), "-o", str(out), "--no-ort", "--decoder-only",
+                 "--threads", str(torch.get_num_threads())]) == 0
+    m = _manifest(out)
+    assert m["options"] == ["ctxscale"] and m["version"] == 2 and m["scale_context"]["file"] == "scale_context.npz"
+    _symbols_and_psnr(model, out, eval_paths[:2], 1, int8_too=False)
+    with pytest.raises(bsf.BitstreamError, match="another model"):
+        OnnxDecoder(out).decode(encode_image(student, img[:64, :64], 1))

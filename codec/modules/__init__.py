@@ -9,6 +9,7 @@ Where each option acts (hooks of :class:`codec.model.YUVCodec`, absent unless an
     post_filter      decoder   decoded planes (+ predicted mean) -> planes            (pp, qe)
     global_context   both      z_hat -> per-channel offset of the predicted means     (gmm)
     qecm             training  rounding of the coded residual in training only        (qecm)
+    scale_context    both      decoded anchor residuals -> the non-anchors' scale index (ctxscale)
 
 and inside the transforms: hybrid attention appended to both hyper decoders (hda), asymmetric
 convolution blocks replacing square convolutions (acb), the mixture entropy model replacing the
@@ -26,6 +27,7 @@ from ..entropy import make_scale_table
 from .attention import ChannelSelfAttention, HybridAttention
 from .enhancement import DenseEnhance, LatentChain, PostFilter
 from .mixture import GlobalContext, MixtureConditional
+from .scale_table import ScaleContextTable
 from .quantization import FourierRounding, LearnedDequant, make_asymmetric
 from .subimage import SubImageRefiner
 
@@ -82,6 +84,11 @@ OPTIONS: dict[str, Option] = {
                  "004", "no per-module figure in the seed text (abstract: state of the art on MS-SSIM)",
                  "channel (transposed) attention over the whole latent at the analysis output and the "
                  "synthesis input"),
+    "ctxscale": Option("context-adaptive scale index: a fitted integer table over the decoded residuals of the "
+                       "four anchor neighbours moves each non-anchor element's probability table",
+                       "ours (codec/scale_context.py)", "no paper: measured in results/scale_context.md",
+                       "no MACs: an integer table lookup on the latent grid; fitted on a trained model "
+                       "(python -m distill.scale_context), the identity until then"),
 }
 
 # Order of the modules on the decoded latent: dequantise first, then enhance, then attend.
@@ -135,6 +142,8 @@ def build(transforms: dict[str, nn.Module], cfg, options) -> tuple[dict[str, nn.
         hooks["post_filter"] = PostFilter(m, use_mean="pp" in options)
     if "qecm" in options:
         hooks["qecm"] = FourierRounding()
+    if "ctxscale" in options:
+        hooks["scale_context"] = ScaleContextTable()
     entropy = None
     if "gmm" in options:
         hooks["global_context"] = GlobalContext(cfg.z_channels, m)
