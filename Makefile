@@ -35,9 +35,9 @@ report: venv
 
 # Our models also with the ONNX INT8 decoder (the recipe of export/int8.py): the student, where it is
 # shipped its pruned version (weights/STUDENT-pruned.safetensors, a preset of its own), and the best 2k
-# model (BEST, today the wide-latent preset).
+# model (BEST, today the wide-latent preset with its context-adaptive scale table, weights/student-2k-wide+ctxscale).
 SHIPPED_PRUNED := $(wildcard weights/$(STUDENT)-pruned.safetensors)
-BEST ?= student-2k-wide
+BEST ?= student-2k-wide+ctxscale
 bench: venv data
 	$(PYTHON) -m benchmarks rd --int8 $(STUDENT)-int8=$(STUDENT) \
 		$(if $(SHIPPED_PRUNED),--int8 $(STUDENT)-pruned-int8=$(STUDENT)-pruned) \
