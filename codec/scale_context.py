@@ -37,15 +37,24 @@ def anchor_mask(h: int, w: int) -> np.ndarray:
     return (np.add.outer(np.arange(h), np.arange(w)) % 2) == 0
 
 
+def _four_sum(a: np.ndarray) -> np.ndarray:
+    """Sum over the four neighbours of each position (last two axes; zero outside)."""
+    s = np.zeros_like(a)
+    s[..., 1:, :] += a[..., :-1, :]
+    s[..., :-1, :] += a[..., 1:, :]
+    s[..., :, 1:] += a[..., :, :-1]
+    s[..., :, :-1] += a[..., :, 1:]
+    return s
+
+
+def _activity(residual: np.ndarray, anchor: np.ndarray) -> np.ndarray:
+    """min(|residual|, A_MAX) at the anchors, 0 elsewhere (int32)."""
+    return np.minimum(np.abs(residual), A_MAX).astype(np.int32) * anchor
+
+
 def neighbour_sums(residual: np.ndarray, anchor: np.ndarray) -> np.ndarray:
     """S: C x h x w int32, the sum of min(|residual|, A_MAX) over each element's four anchor neighbours."""
-    a = np.minimum(np.abs(residual), A_MAX).astype(np.int32) * anchor
-    s = np.zeros_like(a)
-    s[:, 1:] += a[:, :-1]
-    s[:, :-1] += a[:, 1:]
-    s[:, :, 1:] += a[:, :, :-1]
-    s[:, :, :-1] += a[:, :, 1:]
-    return s
+    return _four_sum(_activity(residual, anchor))
 
 
 def context_features(residual: np.ndarray, anchor: np.ndarray, y_channels: int):
@@ -69,15 +78,18 @@ def context_index(residual: np.ndarray, index: np.ndarray, y_channels: int, lut:
     that a 12-Mpixel picture needs a few tens of MB beside its arrays."""
     levels = lut.shape[1]
     anchor = anchor_mask(*index.shape[-2:])
+    s_bucket = (np.searchsorted(S_EDGES, np.arange(4 * A_MAX + 1), side="right") - 1).astype(np.int32)
     out = index.copy()
     for branch, (c0, c1) in enumerate(((0, y_channels), (y_channels, index.shape[0]))):
         blocks = [slice(c, min(c + chunk, c1)) for c in range(c0, c1, chunk)]
-        t = sum(neighbour_sums(residual[b], anchor).sum(0, dtype=np.int64) for b in blocks)
+        # T = the sum over channels of S = the four-neighbour sum of the anchors' summed activity
+        t = _four_sum(sum(_activity(residual[b], anchor).sum(0, dtype=np.int64) for b in blocks))
+        t_bucket = np.clip(np.searchsorted(t_edges[branch], t, side="right") - 1, 0, T_BUCKETS - 1)
         flat = lut[branch].reshape(-1)
         for b in blocks:
             part = index[b]
-            delta = flat[table_keys(part, neighbour_sums(residual[b], anchor), t[None], t_edges[branch])]
-            moved = np.clip(part.astype(np.int32) + delta, 0, levels - 1).astype(index.dtype)
+            key = (part.astype(np.int32) * len(S_EDGES) + s_bucket[neighbour_sums(residual[b], anchor)]) * T_BUCKETS
+            moved = np.clip(part.astype(np.int32) + flat[key + t_bucket], 0, levels - 1).astype(index.dtype)
             out[b] = np.where(anchor, part, moved)
     return out
 
