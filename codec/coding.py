@@ -17,7 +17,7 @@ from .bitstream import BitstreamError
 from .entropy import (LOG_STEP, SCALE_LEVELS, CdfTables, decode_symbols, encode_symbols,
                       estimated_bits, make_scale_table)
 from .intnet import INPUT_MAX, INPUT_MIN
-from .scale_context import anchor_mask, decode_residuals
+from .scale_context import decode_residuals, stream_masks
 
 
 class CodingMixin:
@@ -88,12 +88,8 @@ class CodingMixin:
         return 3 if self.scale_context is not None else 2
 
     def _residual_parts(self, coded: torch.Tensor) -> list[torch.Tensor]:
-        """Masks of the coded elements in each residual stream: all of them, or (option ctxscale) the
-        anchors then the non-anchors, whose tables depend on the decoded anchors."""
-        if self.scale_context is None:
-            return [coded]
-        anchor = torch.from_numpy(anchor_mask(*coded.shape[-2:]))
-        return [coded & anchor, coded & ~anchor]
+        """Masks of the coded elements in each residual stream (codec.scale_context.stream_masks)."""
+        return [torch.from_numpy(m) for m in stream_masks(coded.numpy(), self.scale_context is not None)]
 
     @torch.no_grad()
     def decompress_streams(self, streams: list[bytes], q: int, shape: tuple[int, int], bands: bool = False):

@@ -30,6 +30,7 @@ S_EDGES = np.array([0, 1, 2, 3, 5, 8, 13, 21], dtype=np.int32)   # lower edges o
 T_BUCKETS = 8
 MAX_DELTA = 6             # the table moves an index by at most this many steps
 A_MAX = 255               # anchors' |residual| clipped, so the sums stay small integers
+_S_BUCKET = (np.searchsorted(S_EDGES, np.arange(4 * A_MAX + 1), side="right") - 1).astype(np.int32)
 
 
 def anchor_mask(h: int, w: int) -> np.ndarray:
@@ -63,11 +64,19 @@ def context_features(residual: np.ndarray, anchor: np.ndarray, y_channels: int):
     return [(b, b.sum(0, dtype=np.int64)) for b in (s[:y_channels], s[y_channels:])]
 
 
-def table_keys(index: np.ndarray, s: np.ndarray, t: np.ndarray, t_edges: np.ndarray) -> np.ndarray:
-    """Flat cell of the table (index, S bucket, T bucket) for each element (T broadcast over channels)."""
-    sb = np.searchsorted(S_EDGES, s, side="right") - 1
-    tb = np.searchsorted(t_edges, t, side="right") - 1
-    return (index.astype(np.int64) * len(S_EDGES) + sb) * T_BUCKETS + np.clip(tb, 0, T_BUCKETS - 1)
+def s_buckets(s: np.ndarray) -> np.ndarray:
+    """Bucket of each S (0 <= S <= 4 * A_MAX) among S_EDGES, by a lookup array."""
+    return _S_BUCKET[s]
+
+
+def t_buckets(t: np.ndarray, t_edges: np.ndarray) -> np.ndarray:
+    """Bucket of each T among one branch's ``t_edges`` (below the first edge: bucket 0)."""
+    return np.clip(np.searchsorted(t_edges, t, side="right") - 1, 0, T_BUCKETS - 1)
+
+
+def table_keys(index: np.ndarray, s_bucket: np.ndarray, t_bucket: np.ndarray) -> np.ndarray:
+    """Flat cell of the table (index, S bucket, T bucket) of each element (the buckets broadcast)."""
+    return (index.astype(np.int32) * len(S_EDGES) + s_bucket) * T_BUCKETS + t_bucket
 
 
 def context_index(residual: np.ndarray, index: np.ndarray, y_channels: int, lut: np.ndarray,
@@ -78,18 +87,17 @@ def context_index(residual: np.ndarray, index: np.ndarray, y_channels: int, lut:
     that a 12-Mpixel picture needs a few tens of MB beside its arrays."""
     levels = lut.shape[1]
     anchor = anchor_mask(*index.shape[-2:])
-    s_bucket = (np.searchsorted(S_EDGES, np.arange(4 * A_MAX + 1), side="right") - 1).astype(np.int32)
     out = index.copy()
     for branch, (c0, c1) in enumerate(((0, y_channels), (y_channels, index.shape[0]))):
         blocks = [slice(c, min(c + chunk, c1)) for c in range(c0, c1, chunk)]
         # T = the sum over channels of S = the four-neighbour sum of the anchors' summed activity
         t = _four_sum(sum(_activity(residual[b], anchor).sum(0, dtype=np.int64) for b in blocks))
-        t_bucket = np.clip(np.searchsorted(t_edges[branch], t, side="right") - 1, 0, T_BUCKETS - 1)
+        t_bucket = t_buckets(t, t_edges[branch])
         flat = lut[branch].reshape(-1)
         for b in blocks:
             part = index[b]
-            key = (part.astype(np.int32) * len(S_EDGES) + s_bucket[neighbour_sums(residual[b], anchor)]) * T_BUCKETS
-            moved = np.clip(part.astype(np.int32) + flat[key + t_bucket], 0, levels - 1).astype(index.dtype)
+            delta = flat[table_keys(part, s_buckets(neighbour_sums(residual[b], anchor)), t_bucket)]
+            moved = np.clip(part.astype(np.int32) + delta, 0, levels - 1).astype(index.dtype)
             out[b] = np.where(anchor, part, moved)
     return out
 
@@ -106,21 +114,26 @@ def identity_table(levels: int) -> tuple[np.ndarray, np.ndarray]:
     return lut, np.zeros((2, T_BUCKETS), np.int64)
 
 
+def stream_masks(coded: np.ndarray, context: bool) -> list[np.ndarray]:
+    """Masks of the coded elements each residual stream holds, in order: all of them, or with a scale
+    context the anchors, then the others (whose tables the decoded anchors choose)."""
+    if not context:
+        return [coded]
+    anchor = anchor_mask(*coded.shape[-2:])
+    return [coded & anchor, coded & ~anchor]
+
+
 def decode_residuals(streams: list[bytes], index: np.ndarray, coded: np.ndarray, tables: CdfTables,
                      y_channels: int, table: tuple[np.ndarray, np.ndarray] | None = None):
     """(residual int32, coded index) of one picture (index and coded: [1 x] C x h x w) from its residual
-    streams: one, or with a ctxscale ``table`` (lut, t_edges) the anchors' then the others', whose index the
-    decoded anchors move first. Skipped elements get 0."""
+    streams (``stream_masks``); with a ctxscale ``table`` (lut, t_edges) the decoded anchors move the
+    others' index before their stream is read. Skipped elements get 0."""
     residual = np.zeros(index.shape, np.int32)
-    if table is None:
-        residual[coded] = decode_indexed(streams[0], index[coded], tables, np.int32)
-        return residual, index
-    anchor = anchor_mask(*index.shape[-2:])
-    first = coded & anchor
-    residual[first] = decode_indexed(streams[0], index[first], tables, np.int32)
-    del first
-    shape = index.shape
-    index = context_index(residual.reshape(shape[-3:]), index.reshape(shape[-3:]), y_channels, *table).reshape(shape)
-    second = coded & ~anchor
-    residual[second] = decode_indexed(streams[1], index[second], tables, np.int32)
+    masks = stream_masks(coded, table is not None)
+    residual[masks[0]] = decode_indexed(streams[0], index[masks[0]], tables, np.int32)
+    if table is not None:
+        shape = index.shape
+        index = context_index(residual.reshape(shape[-3:]), index.reshape(shape[-3:]), y_channels,
+                              *table).reshape(shape)
+        residual[masks[1]] = decode_indexed(streams[1], index[masks[1]], tables, np.int32)
     return residual, index

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -27,7 +29,8 @@ from codec.cli_util import run_command
 from codec.color import rgb_to_yuv420, to_tensor
 from codec.images import ImageError, load_rgb
 from codec.rate import SymbolCost
-from codec.scale_context import MAX_DELTA, S_EDGES, T_BUCKETS, anchor_mask, context_features, table_keys
+from codec.scale_context import (MAX_DELTA, S_EDGES, T_BUCKETS, anchor_mask, context_features, s_buckets,
+                                 t_buckets, table_keys)
 from codec.weights import WeightsError, load_model, load_weights, save_weights, weights_metadata
 from photos import eval_images, train_images
 from training import CropDataset
@@ -83,7 +86,8 @@ def fit_table(model, states: list[dict], progress: bool = True):
     total = np.zeros((2, cells, len(DELTAS)))
     for st in tqdm(states, desc="fit", disable=not progress):
         for b, (idx, s, t, r) in enumerate(_branch_rows(st, y)):
-            keys, bits = table_keys(idx, s, t, t_edges[b]), _delta_bits(cost, idx, r, levels)
+            keys = table_keys(idx, s_buckets(s), t_buckets(t, t_edges[b]))
+            bits = _delta_bits(cost, idx, r, levels)
             for j in range(len(DELTAS)):
                 total[b, :, j] += np.bincount(keys, weights=bits[:, j], minlength=cells)
     lut = DELTAS[total.argmin(2)].astype(np.int8)
@@ -102,7 +106,8 @@ def table_bits(model, states: list[dict], lut, t_edges) -> dict[str, tuple[float
             sl = slice(0, y) if b == 0 else slice(y, None)
             all_bits = cost(torch.from_numpy(st["residual"][sl][coded[sl]].astype(np.int64)),
                             torch.from_numpy(st["index"][sl][coded[sl]].astype(np.int64))).sum().item()
-            moved = np.clip(idx.astype(np.int64) + lut[b].reshape(-1)[table_keys(idx, s, t, t_edges[b])], 0, levels - 1)
+            key = table_keys(idx, s_buckets(s), t_buckets(t, t_edges[b]))
+            moved = np.clip(idx.astype(np.int64) + lut[b].reshape(-1)[key], 0, levels - 1)
             before = cost(torch.from_numpy(r.astype(np.int64)), torch.from_numpy(idx.astype(np.int64))).sum().item()
             after = cost(torch.from_numpy(r.astype(np.int64)), torch.from_numpy(moved)).sum().item()
             for k, v in enumerate((all_bits, before, after)):
@@ -167,8 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.crops < 1 or args.crop < 64 or args.crop % 64:
         ap.error("--crops must be >= 1 and --crop a multiple of 64")
-    import shlex
-    import sys
     command = "python -m distill.scale_context " + shlex.join(sys.argv[1:] if argv is None else argv)
     return run_command(lambda: run(args.weights, args.out, args.crops, args.crop, args.report, command),
                        (WeightsError, ImageError, ValueError, OSError))

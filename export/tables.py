@@ -61,8 +61,8 @@ def write_tables(model, out: Path) -> dict:
     np.savez(out / "rate.npz", **rate_arrays(model))
     entry = {}
     if getattr(model, "scale_context", None) is not None:
-        np.savez(out / "scale_context.npz", lut=model.scale_context.lut.numpy(),
-                 t_edges=model.scale_context.t_edges.numpy())
+        lut, t_edges = model.scale_context.table()
+        np.savez(out / "scale_context.npz", lut=lut, t_edges=t_edges)
         entry["scale_context"] = {"file": "scale_context.npz", "rule": "codec/scale_context.py: context_index; "
                                   "residual streams: coded anchors, then coded non-anchors"}
     return entry | {

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from codec.scale_context import (anchor_mask, context_features, context_index, identity_table, neighbour_sums,
-                                 table_keys)
+from codec.scale_context import (S_EDGES, anchor_mask, context_features, context_index, identity_table,
+                                 neighbour_sums, table_keys, t_buckets)
 from tests.test_export import TEST_STUDENT, student  # noqa: F401  (the 30-step student-1k fixture)
 
 
@@ -15,7 +15,8 @@ def _reference(residual, index, y_channels, lut, t_edges):
     for b, (s, t) in enumerate(context_features(residual, anchor, y_channels)):
         c1 = c0 + s.shape[0]
         part = index[c0:c1]
-        delta = lut[b].reshape(-1)[table_keys(part, s, t[None], t_edges[b])]
+        s_bucket = np.searchsorted(S_EDGES, s, side="right") - 1   # the buckets by search, not by lookup
+        delta = lut[b].reshape(-1)[table_keys(part, s_bucket, t_buckets(t, t_edges[b])[None])]
         out[c0:c1] = np.where(anchor, part, np.clip(part.astype(int) + delta, 0, lut.shape[1] - 1))
         c0 = c1
     return out
