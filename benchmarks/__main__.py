@@ -28,6 +28,21 @@ def _weights(pairs: list[str]) -> dict[str, str]:
     return dict(parse_pairs(pairs, "--weights and --int8"))
 
 
+def _rdoq(pairs: list[str]) -> dict[str, tuple[str, float]]:
+    """--rdoq NAME=MODEL@MU pairs -> {NAME: (MODEL, MU)}; a bad MU is a ValueError."""
+    out = {}
+    for name, spec in _weights(pairs).items():
+        model, _, mu = spec.rpartition("@")
+        try:
+            value = float(mu)
+        except ValueError:
+            value = -1.0
+        if not model or not 0 <= value <= 1:
+            raise ValueError(f"--rdoq {name}={spec}: expected MODEL@MU with MU from 0 to 1")
+        out[name] = (model, value)
+    return out
+
+
 def cmd_rd(args) -> None:
     """Run the benchmark and write every results file."""
     import torch
@@ -51,7 +66,8 @@ def _run_and_write(args) -> None:
         raise ValueError("--images must be at least 1")
     images = eval_images(args.data)[: args.images]
     names = [n.strip() for n in args.codecs.split(",") if n.strip()] if args.codecs else None
-    codecs, skipped = select_codecs(names, _weights(args.weights), _weights(args.int8), onnx=not args.no_onnx)
+    codecs, skipped = select_codecs(names, _weights(args.weights), _weights(args.int8), onnx=not args.no_onnx,
+                                    rdoq=_rdoq(args.rdoq))
     for name, why in skipped.items():
         print(f"skipped {name}: {why}", file=sys.stderr)
     print(f"running {', '.join(c.name for c in codecs)} on {len(images)} images", file=sys.stderr)
@@ -171,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also benchmark a model from a .safetensors file (repeatable)")
     rd.add_argument("--int8", action="append", default=[], metavar="NAME=MODEL",
                     help="also a model (preset or .safetensors) decoded by its ONNX INT8 export (repeatable)")
+    rd.add_argument("--rdoq", action="append", default=[], metavar="NAME=MODEL@MU",
+                    help="also a model (preset or .safetensors) whose fast encoder rounds with RD rounding mu MU "
+                         "(0: nearest integer, the encoder before codec/rdoq.py; repeatable)")
     rd.add_argument("--no-onnx", action="store_true", help="do not time the ONNX FP32 decoder of our models")
     rd.add_argument("--out", default="results", help="results folder (default: results)")
     rd.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -13,10 +13,11 @@ def _fp32_decoder(model):
 
 
 def learned_codecs(extra: dict[str, str] | None = None, int8: dict[str, str] | None = None,
-                   onnx: bool = False) -> list[LearnedCodec]:
+                   onnx: bool = False, rdoq: dict[str, tuple[str, float]] | None = None) -> list[LearnedCodec]:
     """Every registry preset, every other weight file in weights/ (pruned models...), extra NAME ->
-    weights pairs, and INT8 codecs NAME -> model (preset or weights) decoded by the ONNX INT8 decoder;
-    ``onnx``: also time the ONNX FP32 decoder of the torch-decoded models."""
+    weights pairs, INT8 codecs NAME -> model (preset or weights) decoded by the ONNX INT8 decoder, and
+    NAME -> (model, mu) encoded with that RD rounding mu; ``onnx``: also time the ONNX FP32 decoder of
+    the torch-decoded models."""
     from codec.registry import list_models
     from codec.weights import WEIGHTS_DIR
     fp32 = _fp32_decoder if onnx else None
@@ -28,25 +29,28 @@ def learned_codecs(extra: dict[str, str] | None = None, int8: dict[str, str] | N
     others = sorted(WEIGHTS_DIR.glob("*.safetensors")) if WEIGHTS_DIR.is_dir() else []
     out += [LearnedCodec(p.stem, p, onnx=fp32) for p in others if p.stem not in presets]
     out += [LearnedCodec(n, p, onnx=fp32) for n, p in (extra or {}).items()]
+    out += [LearnedCodec(n, spec, onnx=fp32, rdoq=mu) for n, (spec, mu) in (rdoq or {}).items()]
     return out
 
 
 def select_codecs(names: list[str] | None = None, weights: dict[str, str] | None = None,
-                  int8: dict[str, str] | None = None, onnx: bool = False) -> tuple[list[Codec], dict[str, str]]:
+                  int8: dict[str, str] | None = None, onnx: bool = False,
+                  rdoq: dict[str, tuple[str, float]] | None = None) -> tuple[list[Codec], dict[str, str]]:
     """Pick codecs by name (default: every classical codec and every model) and check them.
 
     ``weights``: extra models NAME -> weights file; ``int8``: INT8 codecs NAME -> model decoded by the
-    ONNX INT8 decoder; ``onnx``: also time the ONNX FP32 decoder of our torch-decoded models.
-    The anchors 'jpeg' and 'hevc' and the models named by ``weights`` and ``int8`` are always added.
+    ONNX INT8 decoder; ``onnx``: also time the ONNX FP32 decoder of our torch-decoded models; ``rdoq``:
+    models NAME -> (model, mu) whose fast encoder uses that RD rounding mu (codec/rdoq.py).
+    The anchors 'jpeg' and 'hevc' and the models named by ``weights``, ``int8`` and ``rdoq`` are always added.
     Returns (usable codecs, {skipped name: reason}); raises ValueError for an unknown name.
     """
     pool: dict[str, Codec] = classical_codecs()
-    pool.update({c.name: c for c in learned_codecs(weights, int8, onnx)})
+    pool.update({c.name: c for c in learned_codecs(weights, int8, onnx, rdoq)})
     if names:
         unknown = [n for n in names if n not in pool]
         if unknown:
             raise ValueError(f"unknown codec {', '.join(unknown)}; known: {', '.join(pool)}")
-        named = set(names) | set(weights or {}) | set(int8 or {})
+        named = set(names) | set(weights or {}) | set(int8 or {}) | set(rdoq or {})
         wanted = [n for n in pool if n in named or n in ANCHORS]
     else:
         wanted = list(pool)

@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--quality", "-q", type=int, default=3, help="rate point index (0 = lowest rate)")
     e.add_argument("--effort", default="fast", help="encoder effort: fast (default, the amortized encoder), "
                    "slow (~1 min per 768x512 picture) or max (~10 min): same decoder and format, fewer bits")
+    e.add_argument("--rdoq", type=_rdoq_mu, default=None, metavar="MU",
+                   help="rate-distortion rounding of the fast encoder, 0-1 (default 0.05; 0: nearest integer)")
     d = sub.add_parser("decode", help="bitstream -> PNG image")
     d.add_argument("bitstream")
     d.add_argument("-o", "--output", required=True)
@@ -60,6 +62,16 @@ def _has_alpha(path: str) -> bool:
         return im.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info
 
 
+def _rdoq_mu(text: str) -> float:
+    try:
+        mu = float(text)
+    except ValueError:
+        mu = -1.0
+    if not 0 <= mu <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}")
+    return mu
+
+
 def cmd_encode(a) -> int:
     from .api import encode_image
     from .images import load_rgb
@@ -69,7 +81,7 @@ def cmd_encode(a) -> int:
     effort_level(a.effort)  # refuse a bad --effort before any work
     image = load_rgb(a.image)
     model = load_model(a.model, a.weights)
-    data = encode_image(model, image, a.quality, effort=a.effort, progress=a.effort != "fast")
+    data = encode_image(model, image, a.quality, effort=a.effort, progress=a.effort != "fast", rdoq=a.rdoq)
     Path(a.output).write_bytes(data)
     if _has_alpha(a.image):
         print(f"note: {a.image} has an alpha channel; it was dropped (the codec codes RGB)", file=sys.stderr)

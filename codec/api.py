@@ -24,11 +24,13 @@ def crop_planes(y: torch.Tensor, uv: torch.Tensor, height: int, width: int):
     return y[..., :height, :width], uv[..., : (height + 1) // 2, : (width + 1) // 2]
 
 
-def encode_image(model, image: np.ndarray, quality: int, effort: str = "fast", progress: bool = False) -> bytes:
+def encode_image(model, image: np.ndarray, quality: int, effort: str = "fast", progress: bool = False,
+                 rdoq: float | None = None) -> bytes:
     """Encode an HxWx3 uint8 RGB image at rate point ``quality`` into bitstream bytes.
 
     ``effort`` (codec.refine.EFFORTS): "fast" is the amortized encoder; "slow" and "max" spend encoding
-    time optimising this picture's latents for the same decoder (same format, same weights)."""
+    time optimising this picture's latents for the same decoder (same format, same weights).
+    ``rdoq``: mu of the rate-distortion rounding (codec/rdoq.py; 0 = nearest; None = the encoder's default)."""
     level = effort_level(effort)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError("expected an HxWx3 uint8 RGB image")
@@ -41,7 +43,7 @@ def encode_image(model, image: np.ndarray, quality: int, effort: str = "fast", p
     if level is not None:
         with torch.inference_mode(False), torch.enable_grad():
             latents = refine_latents(model, y, uv, quality, level, size=(h, w), progress=progress).latents
-    streams, _ = model.compress_planes(y, uv, quality, latents)
+    streams, _ = model.compress_planes(y, uv, quality, latents, rdoq)
     return bsf.pack(bsf.Bitstream(model_id(model), quality, h, w, tuple(streams)))
 
 

@@ -17,7 +17,8 @@ from .bitstream import BitstreamError
 from .entropy import (LOG_STEP, SCALE_LEVELS, CdfTables, decode_symbols, encode_symbols,
                       estimated_bits, make_scale_table)
 from .intnet import INPUT_MAX, INPUT_MIN
-from .scale_context import decode_residuals, stream_masks
+from .rdoq import RDOQ_MU, RDQuantizer
+from .scale_context import anchor_mask, decode_residuals, stream_masks
 
 
 class CodingMixin:
@@ -37,23 +38,45 @@ class CodingMixin:
         return index, index < self.cfg.skip_index, gain
 
     @torch.no_grad()
-    def encode_latents(self, y_plane, uv_plane, q: int, latents: tuple | None = None) -> dict:
+    def encode_latents(self, y_plane, uv_plane, q: int, latents: tuple | None = None,
+                       rdoq: float | None = None) -> dict:
         """Encoder side without entropy coding: integers to code, reconstruction and estimated bits.
-        ``latents`` = (latent, hyper-latent) replaces the analysis transforms' output (refinement)."""
+        ``latents`` = (latent, hyper-latent) replaces the analysis transforms' output (refinement).
+        ``rdoq``: the rate-distortion rounding's mu (codec/rdoq.py; 0 = nearest integer); by default
+        RDOQ_MU for the analysis transforms' latents and 0 for given (refined) ones."""
         if latents is None:
             latent = self._analyse(y_plane, uv_plane)
             z = self.hyper_analysis(latent)
         else:
             latent, z = latents
+        if rdoq is None:
+            rdoq = RDOQ_MU if latents is None else 0.0
         ly, luv = self._split(latent)
         z_int = torch.clamp(torch.round(z), INPUT_MIN, INPUT_MAX)
         index, skip, gain = self._index(z_int, q)
         target = {"y": ly * gain[:, : self.cfg.y_channels], "uv": luv * gain[:, self.cfg.y_channels:]}
-        r, yh, uvh, mean = self._reconstruct(z_int, gain, (~skip).float(),
-                                             lambda b, mug: torch.round(target[b] - mug))
+        r, yh, uvh, mean = self._reconstruct(z_int, gain, (~skip).float(), self._quantizer(target, index, skip, rdoq))
         index = self._coded_index(r, index)   # the skip mask stays the hyper-latent index's
         return {"z": z_int.long(), "residual": r.long(), "index": index, "skip": skip,
                 "y_hat": yh, "uv_hat": uvh, "mean": mean}
+
+    def _quantizer(self, target: dict, index: torch.Tensor, skip: torch.Tensor, mu: float):
+        """The encoder's residual_fn: nearest-integer rounding, or with ``mu`` > 0 the RD rounding."""
+        if mu <= 0:
+            return lambda branch, mug: torch.round(target[branch] - mug)
+        parts = {"y": slice(0, self.cfg.y_channels), "uv": slice(self.cfg.y_channels, None)}
+
+        def move(branch, anchors, _):
+            residual = torch.zeros_like(index)
+            residual[:, parts[branch]] = anchors.long()
+            return self._coded_index(residual, index)[:, parts[branch]]
+
+        coded = (~skip).float()
+        anchor = torch.from_numpy(anchor_mask(*index.shape[-2:])).to(index.device)
+        return RDQuantizer(target, {b: index[:, p] for b, p in parts.items()},
+                           {b: coded[:, p] for b, p in parts.items()}, anchor,
+                           self._symbol_cost("gaussian_conditional"), mu,
+                           move if self.scale_context is not None else None)
 
     @torch.no_grad()
     def synthesize(self, yh: torch.Tensor, uvh: torch.Tensor, mean: torch.Tensor | None = None):
@@ -64,18 +87,30 @@ class CodingMixin:
         return self._synthesize(yh, uvh, mean)
 
     @torch.no_grad()
-    def compress_planes(self, y_plane, uv_plane, q: int, latents: tuple | None = None) -> tuple[list[bytes], dict]:
+    def compress_planes(self, y_plane, uv_plane, q: int, latents: tuple | None = None,
+                        rdoq: float | None = None) -> tuple[list[bytes], dict]:
         """Code padded planes into [z stream, residual stream]; also returns the encoder-side state.
-        ``latents``: see ``encode_latents``."""
+        ``latents``, ``rdoq``: see ``encode_latents``."""
         if not 0 <= q < self.num_qualities:
             raise ValueError(f"quality must be in 0..{self.num_qualities - 1}, got {q}")
-        st = self.encode_latents(y_plane, uv_plane, q, latents)
+        st = self.encode_latents(y_plane, uv_plane, q, latents, rdoq)
         z_sym = st["z"] - self._z_symbols_offset()
         z_idx = torch.arange(self.cfg.z_channels).view(1, -1, 1, 1).expand_as(z_sym)
         z_stream = encode_symbols(z_sym, z_idx, CdfTables(self.entropy_bottleneck))
         tables = CdfTables(self.gaussian_conditional)
         return [z_stream] + [encode_symbols(st["residual"][part], st["index"][part], tables)
                              for part in self._residual_parts(~st["skip"])], st
+
+    def _rounded(self, target: torch.Tensor, mug: torch.Tensor, index: torch.Tensor, mu: float) -> torch.Tensor:
+        """The integers the encoder codes for gained latents ``target`` around known gained means ``mug``
+        (what the training rate term counts): nearest, or with ``mu`` > 0 the RD rounding, anchors first."""
+        quantize = self._quantizer(dict(zip(("y", "uv"), self._split(target))), index,
+                                   index < self.cfg.skip_index, mu)
+        out = []
+        for branch, m in zip(("y", "uv"), self._split(mug)):
+            quantize(branch, m)   # the anchors' pass: with ctxscale they move the others' index
+            out.append(quantize(branch, m))
+        return torch.cat(out, 1)
 
     def _coded_index(self, residual: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """The scale index the coder uses: the hyper-latent's, or with option ctxscale moved by its table from

@@ -36,6 +36,7 @@ from .coding import CodingMixin
 from .entropy import LOG_STEP, SCALE_LEVELS, SCALE_MIN, make_scale_table
 from .intnet import INPUT_MAX, INPUT_MIN, ste_round
 from .rate import SymbolCost, proxy_bits, straight_through
+from .rdoq import RDOQ_MU
 from .rate_points import DEFAULT_RATE_POINTS, LAMBDA_LADDER, fit_gain_steps
 from .scale_context import anchor_mask
 
@@ -175,7 +176,7 @@ class YUVCodec(CodingMixin, CompressionModel):
         if rate == "noise":
             out = self._forward_noise(latent, z, q)
         else:
-            out = self.coded_pass(latent, z, q, noisy=None if rate == "coded" else False)
+            out = self.coded_pass(latent, z, q, noisy=None if rate == "coded" else False, rdoq=RDOQ_MU)
         out["latent"], out["z"] = latent, z
         refined = out.pop("refined")
         if "fenm" in self.options:  # seed 001's feature loss, in quantisation steps of each element
@@ -183,16 +184,17 @@ class YUVCodec(CodingMixin, CompressionModel):
         return out
 
     def coded_pass(self, latent: torch.Tensor, z: torch.Tensor, q: torch.Tensor, noisy: bool | None = None,
-                   rounding=None) -> dict:
+                   rounding=None, rdoq: float = 0.0) -> dict:
         """What the coder computes from a latent and its (unrounded) hyper-latent, differentiably:
         reconstruction as decoded (skip applied, context on decoded anchors) and, in ``out["bits"]``,
         the bits the rANS coder spends per element (value exact; gradient from the likelihoods, with
         uniform noise when ``noisy``, default: in training; skip through a soft gate). ``rounding``
-        replaces the straight-through rounding of the residuals (e.g. annealed rounding in refinement).
+        replaces the straight-through rounding of the residuals (e.g. annealed rounding in refinement);
+        ``rdoq``: the bits counted are those of the encoder's RD rounding with that mu (codec/rdoq.py).
         Training (``rate="coded"``) and per-picture refinement (codec.refine) both use it."""
         noisy = self.training if noisy is None else noisy
         z_hat, z_lik, gain, index = self._hyper(z, q, noisy, coded=True)
-        out = self._forward_coded(latent, z_hat, z_lik, gain, index, noisy, rounding)
+        out = self._forward_coded(latent, z_hat, z_lik, gain, index, noisy, rounding, rdoq)
         out["scale_index"] = index
         return out
 
@@ -254,7 +256,7 @@ class YUVCodec(CodingMixin, CompressionModel):
             # The rate term's value is what the coder would spend on these symbols (skip applied); its
             # gradient stays the classic one (noise, every element): measure exactly, train smoothly.
             index_r = index.detach()
-            symbols = torch.round(latent.detach() * gain - mean.detach() * gain)
+            symbols = self._rounded(latent.detach() * gain, mean.detach() * gain, index_r, RDOQ_MU)
             exact = (self._symbol_cost("gaussian_conditional")(symbols, self._coded_index(symbols, index_r))
                      * (index_r >= self.cfg.skip_index))
             lik = torch.cat((lik_y, lik_uv), 1)
@@ -268,7 +270,7 @@ class YUVCodec(CodingMixin, CompressionModel):
         z_idx = torch.arange(self.cfg.z_channels, device=z_hat.device).view(1, -1, 1, 1).expand_as(z_sym)
         return straight_through(self._symbol_cost("entropy_bottleneck")(z_sym, z_idx), proxy_bits(z_lik))
 
-    def _forward_coded(self, latent, z_hat, z_lik, gain, index, noisy, rounding):
+    def _forward_coded(self, latent, z_hat, z_lik, gain, index, noisy, rounding, rdoq):
         skip_at = self.cfg.skip_index
         coded = (index.detach() >= skip_at).float()
         # Forward: the coder's hard skip. Backward: a logistic gate around the threshold, so that the
@@ -285,7 +287,7 @@ class YUVCodec(CodingMixin, CompressionModel):
         # Rate of each element as if coded at no less than the skip threshold's scale: its exact bits
         # count where it is coded, and the gate's gradient weighs them where it is skipped.
         mug = mean.float() * gain
-        symbols = torch.round(target - mug).detach()
+        symbols = self._rounded(target.detach(), mug.detach(), index.detach(), rdoq)
         index_c = torch.clamp(self._coded_index(symbols, index), min=skip_at)
         with fp32_region(target):  # noisy: the classic proxy; else at the coded value, straight-through
             values = target + torch.rand_like(target) - 0.5 if noisy else rounding(target - mug) + mug

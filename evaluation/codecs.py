@@ -286,12 +286,15 @@ class LearnedCodec(Codec):
     chroma = "4:2:0"
     decoder = "torch"
 
-    def __init__(self, name: str, weights: str | Path | None = None, onnx=None):
+    def __init__(self, name: str, weights: str | Path | None = None, onnx=None, rdoq: float | None = None):
         self.name, self.weights, self.model = name, weights, None
+        self.rdoq = rdoq   # the fast encoder's RD rounding mu (codec/rdoq.py); None: the encoder's default
         # onnx: a function model -> ONNX FP32 decoder (export.codecs.onnx_decoder) to time as well
         self.onnx, self.onnx_decoder = onnx, None
         self.qualities = []
         self.settings = f"codec.api encode_image/decode_image (torch), weights {weights or 'shipped'}"
+        if rdoq is not None:
+            self.settings += f", RD rounding mu {rdoq:g}"
 
     def available(self) -> tuple[bool, str]:
         """Load the model (and export it for the ONNX decoder); (False, reason) when it has no trained
@@ -319,7 +322,7 @@ class LearnedCodec(Codec):
 
         from codec.api import encode_image
         with torch.inference_mode():
-            data = encode_image(self.model, rgb, int(q))
+            data = encode_image(self.model, rgb, int(q), rdoq=self.rdoq)
         out = Path(workdir) / f"q{q}.bin"
         out.write_bytes(data)
         return out
