@@ -29,6 +29,7 @@ from codec.cli_util import run_command
 from codec.color import rgb_to_yuv420, to_tensor
 from codec.images import ImageError, load_rgb
 from codec.rate import SymbolCost
+from codec.rdoq import RDOQ_MU
 from codec.scale_context import (MAX_DELTA, S_EDGES, T_BUCKETS, anchor_mask, context_features, s_buckets,
                                  t_buckets, table_keys)
 from codec.weights import WeightsError, load_model, load_weights, save_weights, weights_metadata
@@ -41,7 +42,8 @@ BRANCHES = ("Y", "UV")
 
 def residual_states(model, planes, progress: bool = True) -> list[dict]:
     """Integer state (residual, index, skip; int32 / uint8 / bool numpy, C x h x w) of every picture at
-    every rate point, as the model codes it (the hyper-latent's index while its table is the identity)."""
+    every rate point, as the model's fast encoder codes it (RD rounding; the hyper-latent's index while its
+    table is the identity)."""
     states = []
     for y, uv in tqdm(planes, desc="residuals", disable=not progress):
         for q in range(model.num_qualities):
@@ -120,8 +122,11 @@ def _report(path: Path, command: str, weights: str, n_train: int, crop: int, res
              f"Made by `{command}` ({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC). "
              f"Weights fixed ({weights}); table fitted on {n_train} training crops of {crop}x{crop} at every "
              "rate point; bits are the exact costs in the rANS tables of the coded residuals (the streams "
-             "add a few bytes of flush). Skip decisions, residuals and pictures are unchanged, so these "
-             "are savings at equal distortion.", "",
+             f"add a few bytes of flush). The residuals are the fast encoder's (RD rounding, mu {RDOQ_MU}, "
+             "codec/rdoq.py) with the identity table; skip decisions, residuals and pictures are held fixed, "
+             "so these are savings at equal distortion. With the table the encoder re-decides its RD rounding "
+             "of the non-anchors under their moved index, so real files differ a little: the BD-rate from "
+             "real files comes from `benchmarks rd`.", "",
              "| pictures | branch | all residual bits | non-anchor bits | with the table | non-anchors | branch |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for name, per_branch in results.items():
@@ -151,7 +156,8 @@ def run(weights: str, out: str, crops: int, crop: int, report: str | None, comma
     lut, t_edges = fit_table(model, train)
     model.scale_context.set_table(lut, t_edges)
     meta = weights_metadata(weights)
-    note = f" + ctxscale table fitted ({crops} crops of {crop}, {time.time() - start:.0f} s)"
+    note = (f" + ctxscale table fitted ({crops} crops of {crop}, residuals of the RD-rounding encoder, mu {RDOQ_MU},"
+            f" {time.time() - start:.0f} s)")
     save_weights(model, out, meta={k: v for k, v in meta.items() if k != "preset"}
                  | {"history": meta.get("history", "") + note})
     print(f"{out}: {name}, table fitted on {crops} crops")
