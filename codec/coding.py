@@ -108,7 +108,8 @@ class CodingMixin:
                                    index < self.cfg.skip_index, mu)
         out = []
         for branch, m in zip(("y", "uv"), self._split(mug)):
-            quantize(branch, m)   # the anchors' pass: with ctxscale they move the others' index
+            if self.scale_context is not None:
+                quantize(branch, m)   # the anchors' pass: they move the others' index
             out.append(quantize(branch, m))
         return torch.cat(out, 1)
 

@@ -27,12 +27,16 @@ def rd_round(d: torch.Tensor, index: torch.Tensor, cost: SymbolCost, mu: float) 
     """Integer residuals for gained residuals ``d``: nearest, or one step toward zero where that lowers
     ``(d - r)^2 + mu * bits(r | index)``."""
     nearest = torch.round(d)
-    if mu <= 0:
+    live = nearest != 0   # only a non-zero integer has a different one nearer zero (most are zero)
+    if mu <= 0 or not bool(live.any()):
         return nearest
-    inward = nearest - torch.sign(nearest)
-    j_nearest = (d - nearest) ** 2 + mu * cost(nearest, index)
+    d, near, index = d[live], nearest[live], index.expand_as(nearest)[live]
+    inward = near - torch.sign(near)
+    j_nearest = (d - near) ** 2 + mu * cost(near, index)
     j_inward = (d - inward) ** 2 + mu * cost(inward, index)
-    return torch.where(j_inward < j_nearest, inward, nearest)
+    out = nearest.clone()
+    out[live] = torch.where(j_inward < j_nearest, inward, near)
+    return out
 
 
 class RDQuantizer:
