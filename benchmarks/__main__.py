@@ -30,16 +30,16 @@ def _weights(pairs: list[str]) -> dict[str, str]:
 
 def _rdoq(pairs: list[str]) -> dict[str, tuple[str, float]]:
     """--rdoq NAME=MODEL@MU pairs -> {NAME: (MODEL, MU)}; a bad MU is a ValueError."""
+    from codec.rdoq import parse_mu
     out = {}
     for name, spec in _weights(pairs).items():
         model, _, mu = spec.rpartition("@")
         try:
-            value = float(mu)
+            if not model:
+                raise ValueError("no model")
+            out[name] = (model, parse_mu(mu))
         except ValueError:
-            value = -1.0
-        if not model or not 0 <= value <= 1:
-            raise ValueError(f"--rdoq {name}={spec}: expected MODEL@MU with MU from 0 to 1")
-        out[name] = (model, value)
+            raise ValueError(f"--rdoq {name}={spec}: expected MODEL@MU with MU from 0 to 1") from None
     return out
 
 

@@ -63,13 +63,11 @@ def _has_alpha(path: str) -> bool:
 
 
 def _rdoq_mu(text: str) -> float:
+    from .rdoq import parse_mu
     try:
-        mu = float(text)
-    except ValueError:
-        mu = -1.0
-    if not 0 <= mu <= 1:
-        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}")
-    return mu
+        return parse_mu(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_encode(a) -> int:

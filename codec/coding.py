@@ -66,10 +66,9 @@ class CodingMixin:
             return lambda branch, mug: torch.round(target[branch] - mug)
         parts = {"y": slice(0, self.cfg.y_channels), "uv": slice(self.cfg.y_channels, None)}
 
-        def move(branch, anchors, _):
-            residual = torch.zeros_like(index)
-            residual[:, parts[branch]] = anchors.long()
-            return self._coded_index(residual, index)[:, parts[branch]]
+        def move(branch, anchors, branch_index):
+            # the anchors are already zero where skipped; the table reads this branch's channels only
+            return self.scale_context(anchors, branch_index, branch_index.shape[1] if branch == "y" else 0)
 
         coded = (~skip).float()
         anchor = torch.from_numpy(anchor_mask(*index.shape[-2:])).to(index.device)
@@ -108,7 +107,7 @@ class CodingMixin:
                                    index < self.cfg.skip_index, mu)
         out = []
         for branch, m in zip(("y", "uv"), self._split(mug)):
-            if self.scale_context is not None:
+            if mu > 0 and self.scale_context is not None:
                 quantize(branch, m)   # the anchors' pass: they move the others' index
             out.append(quantize(branch, m))
         return torch.cat(out, 1)

@@ -36,8 +36,8 @@ from .coding import CodingMixin
 from .entropy import LOG_STEP, SCALE_LEVELS, SCALE_MIN, make_scale_table
 from .intnet import INPUT_MAX, INPUT_MIN, ste_round
 from .rate import SymbolCost, proxy_bits, straight_through
-from .rdoq import RDOQ_MU
 from .rate_points import DEFAULT_RATE_POINTS, LAMBDA_LADDER, fit_gain_steps
+from .rdoq import RDOQ_MU
 from .scale_context import anchor_mask
 
 FEATURE_LOSS_WEIGHT = 1.0   # seed 001 trains its feature enhancement loss with lambda_f = 1 (its Eq. 17)

@@ -23,6 +23,17 @@ from .rate import SymbolCost
 RDOQ_MU = 0.05
 
 
+def parse_mu(text: str) -> float:
+    """mu from its text: a number from 0 to 1, else ValueError (for the command lines)."""
+    try:
+        mu = float(text)
+    except ValueError:
+        mu = -1.0
+    if not 0 <= mu <= 1:
+        raise ValueError(f"must be a number from 0 to 1, got {text!r}")
+    return mu
+
+
 def rd_round(d: torch.Tensor, index: torch.Tensor, cost: SymbolCost, mu: float) -> torch.Tensor:
     """Integer residuals for gained residuals ``d``: nearest, or one step toward zero where that lowers
     ``(d - r)^2 + mu * bits(r | index)``."""

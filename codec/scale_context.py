@@ -84,11 +84,14 @@ def context_index(residual: np.ndarray, index: np.ndarray, y_channels: int, lut:
     """The coded index of every element of one picture (C x h x w arrays; ``residual`` with only the
     anchors' values needed): non-anchors moved by ``lut`` (2 x levels x len(S_EDGES) x T_BUCKETS, int8),
     anchors unchanged. Returns a new array of ``index``'s dtype. Works on ``chunk`` channels at a time, so
-    that a 12-Mpixel picture needs a few tens of MB beside its arrays."""
+    that a 12-Mpixel picture needs a few tens of MB beside its arrays. The arrays may hold one branch only
+    (``y_channels`` = all channels: Y; 0: UV)."""
     levels = lut.shape[1]
     anchor = anchor_mask(*index.shape[-2:])
     out = index.copy()
     for branch, (c0, c1) in enumerate(((0, y_channels), (y_channels, index.shape[0]))):
+        if c0 == c1:
+            continue
         blocks = [slice(c, min(c + chunk, c1)) for c in range(c0, c1, chunk)]
         # T = the sum over channels of S = the four-neighbour sum of the anchors' summed activity
         t = _four_sum(sum(_activity(residual[b], anchor).sum(0, dtype=np.int64) for b in blocks))
