@@ -35,3 +35,16 @@ class Fusion(nn.Module):
 
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat(features, 1))
+
+
+class Synthesis(nn.Module):
+    """Both synthesis transforms of a codec as one module (decoded latents -> luma, chroma planes; the
+    chroma branch reads the luma features), keeping the codec's child names. Used by export and pruning."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.synthesis_y, self.synthesis_uv = model.synthesis_y, model.synthesis_uv
+
+    def forward(self, y_hat: torch.Tensor, uv_hat: torch.Tensor):
+        y, feat = self.synthesis_y(y_hat)
+        return y, self.synthesis_uv(uv_hat, feat)

@@ -125,7 +125,7 @@ def plan_tiles(height: int, width: int, tile: int | None, footprints: dict[str, 
 def probe_footprints(synthesis, channels: tuple[int, int], at: list[str] | None = None, start: int = 6,
                      limit: int = 96, seed: int = 0) -> dict[str, Footprint]:
     """Footprints of one latent cell (both latents raised at once) in the luma and chroma outputs of
-    ``synthesis`` (a module: (y_hat, uv_hat) -> (luma, chroma), e.g. ``codec.model.Synthesis(model)``).
+    ``synthesis`` (a module: (y_hat, uv_hat) -> (luma, chroma), e.g. ``codec.blocks.Synthesis(model)``).
 
     ``at``: names of submodules whose inputs are raised instead of the latents (one position of each, all
     on the same grid, k positions per latent cell): their footprint, with scale 16 / k (luma) and
@@ -204,7 +204,7 @@ _CACHE: dict = {}
 def model_footprints(model) -> dict[str, Footprint]:
     """Footprints of a YUVCodec's synthesis (cached per model id). Models with a pre-synthesis or
     post-filter option hook are refused: those hooks read the predicted mean and may be global."""
-    from .model import Synthesis
+    from .blocks import Synthesis
     from .weights import model_id
 
     if getattr(model, "pre_synthesis", None) is not None or getattr(model, "post_filter", None) is not None:

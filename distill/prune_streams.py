@@ -1,4 +1,4 @@
-"""The prunable channel streams of a YUVCodec's synthesis (``codec.model.Synthesis``).
+"""The prunable channel streams of a YUVCodec's synthesis (``codec.blocks.Synthesis``).
 
 A *stream* is the output of a PixelShuffle inside ``synthesis_y`` / ``synthesis_uv`` that is not a model
 output. This module finds them on the dependency graph (``prune_graph``), splits each into the channel
@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch_pruning as tp
 from compressai.layers import GDN
 
-from codec.model import Synthesis
+from codec.blocks import Synthesis
 
 from .prune_graph import _is_depthwise, build_graph, channel_group, group_slices, touches_output, zero_group
 

@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.ao.quantization import FakeQuantize, MinMaxObserver
 
-from codec.model import Synthesis
+from codec.blocks import Synthesis
 from codec.paths import RUNS_DIR
 from student.blocks import DSBlock
 

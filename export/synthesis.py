@@ -1,4 +1,4 @@
-"""The synthesis as exported: the same function as ``codec.model.Synthesis``, rewritten for ONNX Runtime.
+"""The synthesis as exported: the same function as ``codec.blocks.Synthesis``, rewritten for ONNX Runtime.
 
 Pixel shuffles become transposed convolutions (ShuffleUp), channel shuffles gathers (ChannelPermute), and a
 luma tail that is linear (no blocks at H/2) two small transposed convolutions (LinearTail). Each is measured
@@ -11,7 +11,7 @@ import copy
 import torch
 import torch.nn as nn
 
-from codec.model import Synthesis
+from codec.blocks import Synthesis
 
 
 class ShuffleUp(nn.Module):
@@ -142,7 +142,7 @@ class LinearTail(nn.Module):
 
 class FoldedSynthesis(nn.Module):
     """A synthesis whose luma tail is linear, with that tail as a LinearTail: (y_hat, uv_hat) -> (luma,
-    chroma), as ``codec.model.Synthesis``."""
+    chroma), as ``codec.blocks.Synthesis``."""
 
     def __init__(self, front: nn.Module, tail: LinearTail, chroma: nn.Module):
         super().__init__()
@@ -150,7 +150,7 @@ class FoldedSynthesis(nn.Module):
 
     @classmethod
     def of(cls, synthesis: nn.Module) -> "FoldedSynthesis | None":
-        """The folded form of a ``codec.model.Synthesis`` (its modules are reused), or None where its
+        """The folded form of a ``codec.blocks.Synthesis`` (its modules are reused), or None where its
         transforms do not offer a linear tail (``linear_tail``, ``luma_split``: student/presets.py)."""
         sy, suv = synthesis.synthesis_y, synthesis.synthesis_uv
         parts = getattr(sy, "linear_tail", lambda: None)()
@@ -166,7 +166,7 @@ class FoldedSynthesis(nn.Module):
 
 
 def deploy_synthesis(model) -> nn.Module:
-    """The synthesis as exported: ``codec.model.Synthesis`` (a copy) with a linear luma tail folded
+    """The synthesis as exported: ``codec.blocks.Synthesis`` (a copy) with a linear luma tail folded
     (FoldedSynthesis), its pixel shuffles folded into transposed convolutions (ShuffleUp) and its channel
     shuffles as gathers (ChannelPermute); the same function, faster in ONNX Runtime and croppable inside
     the graph."""

@@ -46,7 +46,7 @@ def test_footprints_match_the_layers(student2k):
 
 def test_footprint_is_exact_with_real_weights(student2k):
     """Raising a latent outside the footprint leaves the output unchanged; inside, pixels at its edge move."""
-    from codec.model import Synthesis
+    from codec.blocks import Synthesis
     from codec.tiling import model_footprints
 
     fp = model_footprints(student2k)["y"]
@@ -266,7 +266,7 @@ def test_linear_luma_tail_is_folded_and_still_tiles_in_onnx(picture, tmp_path):
     """student-2k-wide's H/2 stage has no blocks: the exporter folds its linear luma tail into two transposed
     convolutions (LinearTail), the same function, and still crops it inside the graph; ONNX tiles give the
     whole decode's picture within float rounding, and that is the torch decoder's within one level."""
-    from codec.model import Synthesis
+    from codec.blocks import Synthesis
     from codec.weights import load_model
     from export.exporter import export_model
     from export.synthesis import FoldedSynthesis, deploy_synthesis
