@@ -37,12 +37,12 @@ from .entropy import LOG_STEP, SCALE_LEVELS, SCALE_MIN, make_scale_table
 from .intnet import INPUT_MAX, INPUT_MIN, ste_round
 from .rate import SymbolCost, proxy_bits, straight_through
 from .rate_points import DEFAULT_RATE_POINTS, LAMBDA_LADDER, fit_gain_steps
-from .rdoq import RDOQ_MU
+from .rdoq import RDOQ_MU, ste_rd_round
 from .scale_context import anchor_mask
 
 FEATURE_LOSS_WEIGHT = 1.0   # seed 001 trains its feature enhancement loss with lambda_f = 1 (its Eq. 17)
 SKIP_TEMPERATURE = 1.0      # width, in scale-index steps, of the soft skip gate's surrogate gradient
-RATE_MODES = ("coded", "coded-ste", "noise")
+RATE_MODES = ("coded", "coded-ste", "noise", "noise-rd")
 
 # Which side of the codec runs each transform (read by the profiler).
 MODULE_ROLES = {
@@ -153,15 +153,16 @@ class YUVCodec(CodingMixin, CompressionModel):
         spend (value exact, gradient from the noisy likelihoods; skip through a soft gate);
         ``rate="coded-ste"`` takes the rate's gradient at the coded (rounded) values instead.
         ``rate="noise"`` is the classic pass: every element coded, uniform noise for the rates; in training
-        its rate term's value is still the coded bits (``out["bits"]``), with the classic gradient."""
+        its rate term's value is still the coded bits (``out["bits"]``), with the classic gradient;
+        ``rate="noise-rd"`` rounds its residuals as the fast encoder does (RD rounding, straight-through)."""
         if rate not in RATE_MODES:
             raise ValueError(f"rate must be one of {RATE_MODES}, got {rate!r}")
         if isinstance(q, int):
             q = torch.full((y_plane.shape[0],), q, dtype=torch.long, device=y_plane.device)
         latent = self._analyse(y_plane, uv_plane)
         z = self.hyper_analysis(latent)
-        if rate == "noise":
-            out = self._forward_noise(latent, z, q)
+        if rate.startswith("noise"):
+            out = self._forward_noise(latent, z, q, RDOQ_MU if rate == "noise-rd" and self.training else 0.0)
         else:
             out = self.coded_pass(latent, z, q, noisy=None if rate == "coded" else False, rdoq=RDOQ_MU)
         out["latent"], out["z"] = latent, z
@@ -212,8 +213,10 @@ class YUVCodec(CodingMixin, CompressionModel):
         y_rec, uv_rec = self._synthesize(*self._split(refined), mean)
         return {"y": y_rec, "uv": uv_rec, "latent_hat": latent_hat, "mean": mean, "refined": refined}
 
-    def _forward_noise(self, latent, z, q):
+    def _forward_noise(self, latent, z, q, rdoq: float = 0.0):
         z_hat, z_lik, gain, index = self._hyper(z, q, self.training)
+        rd = [ste_rd_round(i, self._symbol_cost("gaussian_conditional"), rdoq) if rdoq > 0 else None
+              for i in self._split(index)]
         ly, luv = self._split(latent)
         scale = SCALE_MIN * torch.exp(LOG_STEP * index)
         # Skip is a hard decision with no gradient; this pass codes every element instead (an element
@@ -228,12 +231,12 @@ class YUVCodec(CodingMixin, CompressionModel):
         hy = self.hyper_decoder_y(z_hat)
         noisy_y = ly + (torch.rand_like(ly) - 0.5) / g_y if self.training else ly
         mu_y = _shifted(self.fusion_y(hy, self.context_y(noisy_y * anchor) * (1 - anchor)), o_y)
-        yh, lik_y = self._quantize(ly, mu_y, g_y, s_y, k_y)
+        yh, lik_y = self._quantize(ly, mu_y, g_y, s_y, k_y, rd[0])
 
         hu = self.hyper_decoder_uv(z_hat)
         noisy_uv = luv + (torch.rand_like(luv) - 0.5) / g_uv if self.training else luv
         mu_uv = _shifted(self.fusion_uv(hu, self.context_uv(noisy_uv * anchor) * (1 - anchor), yh), o_uv)
-        uvh, lik_uv = self._quantize(luv, mu_uv, g_uv, s_uv, k_uv)
+        uvh, lik_uv = self._quantize(luv, mu_uv, g_uv, s_uv, k_uv, rd[1])
 
         mean = torch.cat((mu_y, mu_uv), 1)
         out = self._decode_latents(torch.cat((yh, uvh), 1), mean)
@@ -328,13 +331,15 @@ class YUVCodec(CodingMixin, CompressionModel):
             y, uv = self.post_filter(y, uv, mean)
         return y, uv
 
-    def _quantize(self, lat, mu, gain, scale, skip):
-        """Gained residual quantisation: (y_hat, likelihoods) with skip applied."""
+    def _quantize(self, lat, mu, gain, scale, skip, rounding=None):
+        """Gained residual quantisation: (y_hat, likelihoods) with skip applied; ``rounding`` replaces the
+        straight-through rounding (or the qecm option's)."""
         yg, mug = lat.float() * gain, mu.float() * gain
         with fp32_region(yg):
             _, lik = self.gaussian_conditional(yg, scale, means=mug)
         lik = torch.where(skip, torch.ones_like(lik), lik)
-        rounding = self.qecm if self.qecm is not None and self.training else ste_round
+        if rounding is None:
+            rounding = self.qecm if self.qecm is not None and self.training else ste_round
         r = torch.where(skip, torch.zeros_like(yg), rounding(yg - mug))
         return (r + mug) / gain, lik
 

@@ -71,3 +71,13 @@ class RDQuantizer:
         if first:
             self.anchors[branch] = r * self.coded[branch] * self.anchor
         return r
+
+
+def ste_rd_round(index: torch.Tensor, cost: SymbolCost, mu: float):
+    """Training-time rounding of gained residuals under scale ``index``: the RD rounding's integers in the
+    forward pass, the identity's gradient (straight-through), so that training sees what the encoder codes."""
+    index = index.detach()
+
+    def rounding(d: torch.Tensor) -> torch.Tensor:
+        return d + (rd_round(d.detach(), index, cost, mu) - d).detach()
+    return rounding

@@ -73,3 +73,25 @@ def test_codec_cli_refuses_a_bad_rdoq(tmp_path, eval_paths):
                           "--model", "student-1k", "--rdoq", "2"], capture_output=True, text=True)
     assert res.returncode == 2 and "--rdoq: must be a number from 0 to 1" in res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "x.bin").exists()
+
+
+def test_training_rate_mode_noise_rd_rounds_as_the_encoder_and_passes_gradients(picture):
+    """``rate="noise-rd"``: the training forward's residuals are the RD rounding's (nearest or one step inward,
+    some inward) under the hyper-latent's index, and the loss still reaches the analysis (straight-through)."""
+    model = load_model("student-1k").train().requires_grad_(True)
+    y, uv = pad_planes(to_tensor(picture), model.cfg.multiple)
+    q = torch.tensor([1])
+    torch.manual_seed(0)
+    out = model(y, uv, q, rate="noise-rd")
+    gain = model._gain(q)[0]
+    d = (out["latent"] - out["mean"]) * gain
+    r = (out["latent_hat"] - out["mean"]) * gain
+    nearest = torch.round(d)
+    assert torch.allclose(r, torch.round(r), atol=1e-3)
+    r = torch.round(r)
+    assert torch.all((r == nearest) | (r == nearest - torch.sign(nearest)))
+    assert (r != nearest).any()
+    out["y"].square().mean().backward()
+    assert model.analysis_y.parameters().__next__().grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="rate must be one of"):
+        model(y, uv, q, rate="bogus")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from codec.model import RATE_MODES
+
 from .loss import DISTORTIONS
 
 
@@ -35,6 +37,9 @@ def add_run_flags(p: argparse.ArgumentParser, profiles, run_dir_help: str, out_h
                    help="psnr (default): the gradient of PSNR-YUV, the metric the codec is judged by (each plane's "
                         "gradient over its own MSE; chroma weighs 2.5-5x more than in mse); mse: the planes' MSE "
                         "weighted 6:1:1 (runs before 2026-12-01)")
+    o.add_argument("--rate", choices=RATE_MODES,
+                   help="the training forward (codec.model.YUVCodec.forward): noise (default), noise-rd (its "
+                        "residuals rounded as the fast encoder's RD rounding does, straight-through), coded, coded-ste")
     o.add_argument("--rate-weights", type=_weights,
                    help="comma-separated sampling weights of the rate points, lowest rate first (default: equal), "
                         "e.g. 1,1,1,1,2,2,2,2 trains the upper half twice as often")
@@ -46,7 +51,7 @@ def add_run_flags(p: argparse.ArgumentParser, profiles, run_dir_help: str, out_h
 
 
 OVERRIDES = ("crop", "batch", "lr", "warmup", "ema", "scales", "bf16", "channels_last", "rate_points", "new_lr_scale",
-             "distortion", "rate_weights", "seed")
+             "distortion", "rate_weights", "seed", "rate")
 
 
 def _weights(text: str) -> tuple[float, ...]:

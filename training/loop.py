@@ -63,7 +63,7 @@ class TrainConfig:
     seed: int = 0
     detail: float = 0.0            # crop sampling that favours detail (CropDataset)
     scales: tuple[float, ...] = (1.0,)   # random downscaling of the training photos (CropDataset)
-    rate: str = "noise"            # gradients of the rate term (YUVCodec.forward): "noise", "coded", "coded-ste"
+    rate: str = "noise"            # gradients of the rate term (YUVCodec.forward): "noise", "noise-rd", "coded", "coded-ste"
     rate_refresh: int = 100        # steps between rebuilds of the coded rate's tables (0: never)
     trainable: str = "all"         # "encoder": train only the analysis side (decoder and entropy models fixed)
     rate_points: int = 0           # >0: train this many rate points of codec.rate_points.LAMBDA_LADDER (the model's own
