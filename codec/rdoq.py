@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .rate import SymbolCost
+from .rate import SymbolCost, straight_through
 
 RDOQ_MU = 0.05
 
@@ -79,5 +79,5 @@ def ste_rd_round(index: torch.Tensor, cost: SymbolCost, mu: float):
     index = index.detach()
 
     def rounding(d: torch.Tensor) -> torch.Tensor:
-        return d + (rd_round(d.detach(), index, cost, mu) - d).detach()
+        return straight_through(rd_round(d.detach(), index, cost, mu), d)
     return rounding

@@ -92,6 +92,6 @@ def test_training_rate_mode_noise_rd_rounds_as_the_encoder_and_passes_gradients(
     assert torch.all((r == nearest) | (r == nearest - torch.sign(nearest)))
     assert (r != nearest).any()
     out["y"].square().mean().backward()
-    assert model.analysis_y.parameters().__next__().grad.abs().sum() > 0
+    assert next(model.analysis_y.parameters()).grad.abs().sum() > 0
     with pytest.raises(ValueError, match="rate must be one of"):
         model(y, uv, q, rate="bogus")
