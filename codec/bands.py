@@ -10,8 +10,10 @@ a positive float64 copy of the six networks (codec/positive.py), raising one row
 residuals) raises exactly the latent rows that depend on it. A kept row then depends only on rows inside
 its band's window, and the window's cut edges (zero-padded there) cannot reach it: the same values as
 the whole-grid passes (bit for bit at one torch thread, like the synthesis's tiles; tests/test_tiling.py).
-Bands start on z rows, so the checkerboard keeps its phase. Models with options (attention, global
-context, ...) run whole.
+Bands start on z rows, so the checkerboard keeps its phase. The global context (option gmm: per-channel
+offsets of the means from the whole z) is computed once on the whole z and handed to every band; models
+whose decoder hooks read the predicted mean (pre_synthesis, post_filter), or whose networks reach further
+than the probe looks (attention), run whole.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import copy
 import torch
 
 from .positive import positive_copy
-from .memory import BAND_Z
+from .memory import BAND_Z, band_windows
 
 _NETS = ("hyper_decoder_y", "hyper_decoder_uv", "context_y", "context_uv", "fusion_y", "fusion_uv")
 _CACHE: dict = {}
@@ -38,10 +40,11 @@ def _probe_copy(model):
 
 def band_halo(model, limit: int = 64) -> int | None:
     """z rows of context each band needs on either side (cached per model id), or None when the model
-    cannot be run in bands (options; or an influence that reaches ``limit`` z rows)."""
+    cannot be run in bands (a decoder hook that reads the predicted mean; or an influence that reaches
+    ``limit`` z rows). The global context is left out of the probe: bands get its offsets from the whole z."""
     from .weights import model_id
 
-    if model.options:
+    if getattr(model, "pre_synthesis", None) is not None or getattr(model, "post_filter", None) is not None:
         return None
     key = model_id(model)
     if key in _CACHE:
@@ -57,7 +60,8 @@ def band_halo(model, limit: int = 64) -> int | None:
         def rows(z_in, r_in):
             parts = dict(zip(("y", "uv"), cls._split(shim, r_in)))
             with torch.no_grad():
-                _, yh, uvh, _ = cls._reconstruct(shim, z_in, ones, ones, lambda branch, mug: parts[branch])
+                _, yh, uvh, _ = cls._reconstruct(shim, z_in, ones, ones, lambda branch, mug: parts[branch],
+                                                 offsets=(None, None))
             return torch.cat((yh, uvh), 1)
 
         base = rows(z, res)
@@ -82,22 +86,16 @@ def band_halo(model, limit: int = 64) -> int | None:
 
 def reconstruct_in_bands(model, z_int, gain, coded, residual_fn, halo: int, band: int | None = None):
     """``model._reconstruct`` run on bands of ``band`` z rows (default ``BAND_Z``) with ``halo`` rows of
-    context each side; ``residual_fn(branch, rows)`` gives the branch's decoded residuals (a view) for
-    latent rows ``rows``. Returns (y_hat, uv_hat), the whole grid's values.
-
-    Every band's window has the same size (grown away from the grid's edge where its context is cut
-    short), so that each band reuses the previous one's memory instead of fragmenting the heap."""
-    (hz, wz), band = z_int.shape[-2:], band or BAND_Z
-    win = min(hz, band + 2 * halo)
+    context each side (``codec.memory.band_windows``); ``residual_fn(branch, rows)`` gives the branch's
+    decoded residuals (a view) for latent rows ``rows``. Returns (y_hat, uv_hat), the whole grid's values."""
+    hz, wz = z_int.shape[-2:]
+    offsets = model._mean_offsets(z_int)      # the global context reads the whole z
     yh = z_int.new_empty(z_int.shape[0], model.cfg.y_channels, 4 * hz, 4 * wz)
     uvh = z_int.new_empty(z_int.shape[0], model.cfg.uv_channels, 4 * hz, 4 * wz)
-    for z0 in range(0, hz, band):
-        z1 = min(hz, z0 + band)
-        e1 = min(hz, max(z1 + halo, max(0, z0 - halo) + win))
-        e0 = max(0, e1 - win)
+    for z0, z1, e0, e1 in band_windows(hz, band or BAND_Z, halo):
         rows = slice(4 * e0, 4 * e1)
         _, y, uv, _ = model._reconstruct(z_int[..., e0:e1, :], gain, coded,
-                                         lambda branch, mug, rows=rows: residual_fn(branch, rows))
+                                         lambda branch, mug, rows=rows: residual_fn(branch, rows), offsets)
         keep = slice(4 * (z0 - e0), 4 * (z1 - e0))
         yh[..., 4 * z0: 4 * z1, :] = y[..., keep, :]
         uvh[..., 4 * z0: 4 * z1, :] = uv[..., keep, :]

@@ -14,6 +14,19 @@ BAND_Z = 8              # z rows per band of the latent-grid networks and of the
                         # (32 latent rows, 512 picture rows), in both decoders
 
 
+def band_windows(hz: int, band: int, halo: int):
+    """Bands of ``band`` z rows of a grid of ``hz`` rows, each with its window of context: yields (z0, z1,
+    e0, e1), the band's rows [z0, z1) and the window [e0, e1) it is computed on (``halo`` rows each side
+    where the grid has them). Every window has the same size (grown away from the grid's edge where its
+    context is cut short), so that each band reuses the previous one's memory instead of fragmenting the
+    heap. Shared by both decoders' latent-grid bands (codec/bands.py, export/runtime.py)."""
+    win = min(hz, band + 2 * halo)
+    for z0 in range(0, hz, band):
+        z1 = min(hz, z0 + band)
+        e1 = min(hz, max(z1 + halo, max(0, z0 - halo) + win))
+        yield z0, z1, max(0, e1 - win), e1
+
+
 @functools.lru_cache(maxsize=None)
 def _libc():
     import ctypes

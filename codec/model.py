@@ -344,11 +344,12 @@ class YUVCodec(CodingMixin, CompressionModel):
         return (r + mug) / gain, lik
 
     # ---- the coding path (shared by encoder and decoder) ----------------------------------------
-    def _reconstruct(self, z_hat, gain, coded, residual_fn):
+    def _reconstruct(self, z_hat, gain, coded, residual_fn, offsets=None):
         """Run the two checkerboard passes for Y then UV; ``residual_fn(branch, mu_gained)`` supplies
         the integer residuals (computed by the encoder, read from the bitstream by the decoder), and
         ``coded`` (1 = coded, 0 = skipped; a gate with a gradient in training) multiplies them.
-        Returns (residuals, y_hat, uv_hat, predicted mean)."""
+        ``offsets``: the global context's (Y, UV) mean offsets when computed already (on the whole z, for
+        a band of it: codec/bands.py). Returns (residuals, y_hat, uv_hat, predicted mean)."""
         h, w = z_hat.shape[-2] * 4, z_hat.shape[-1] * 4
         anchor = checkerboard(h, w, device=z_hat.device)
         g_y, g_uv = self._split(gain)
@@ -380,7 +381,7 @@ class YUVCodec(CodingMixin, CompressionModel):
             r = k * residual_fn(branch, mug)
             return r, (r + mug) / g, mug / g
 
-        o_y, o_uv = self._mean_offsets(z_hat)
+        o_y, o_uv = self._mean_offsets(z_hat) if offsets is None else offsets
         r_y, yh, mu_y = two_pass("y", self.hyper_decoder_y, self.context_y, self.fusion_y, g_y, k_y, o_y)
         r_uv, uvh, mu_uv = two_pass("uv", self.hyper_decoder_uv, self.context_uv, self.fusion_uv, g_uv, k_uv, o_uv, yh)
         return torch.cat((r_y, r_uv), 1), yh, uvh, torch.cat((mu_y, mu_uv), 1)

@@ -14,6 +14,7 @@ import onnxruntime as ort
 import torch
 
 from codec.api import pad_planes
+from codec.bands import band_halo
 from codec.color import to_tensor
 from codec.entropy import LOG_STEP, SCALE_LEVELS, SCALE_MAX, SCALE_MIN
 from codec.tiling import ONNX_TILE, probe_footprints
@@ -27,9 +28,10 @@ from .to_onnx import OPSET, export_net, max_abs_error
 
 # What this exporter writes, beyond the version-1 format the decoder reads: 2 = tile footprints and in-graph
 # crops, the context computed on the 2x2 phases, ShuffleUp / ChannelPermute synthesis; 3 = a linear luma tail
-# folded into two transposed convolutions (LinearTail). The decoder reads version-1 exports of earlier
-# exporters too (revision 1 whole-picture only).
-EXPORT_REVISION = 3
+# folded into two transposed convolutions (LinearTail); 4 = the latent-grid networks' band halo ("bands").
+# The decoder reads version-1 exports of earlier exporters too (revision 1 whole-picture only; before 4 the
+# latent grid whole).
+EXPORT_REVISION = 4
 
 
 def check_picture(seed: int = 0, size: tuple[int, int] = (192, 256)) -> np.ndarray:
@@ -101,6 +103,10 @@ def export_model(model, out: str | Path, int8: bool = False, calib: int = 16, or
                    "rule": "codec/tiling.py: output pixels [p0, p1) of a plane need latent cells "
                            "[ceil((p0 - hi) / scale), floor((p1 - 1 - lo) / scale) + 1), per axis"},
     }
+    halo = band_halo(model)
+    if halo is not None:
+        manifest["bands"] = {"halo": halo, "rule": "codec/bands.py: the hyper decoders, context and fusion "
+                             "of z rows [z0, z1) need z rows [z0 - halo, z1 + halo) (and those latent rows)"}
     manifest.update(write_tables(model, out))
     _check_scale_decoder(model, out / "scale_decoder.npz", checks["hyper_decoder_y"][0]["z"])
     log("scale_decoder.npz, cdf_z.npz, cdf_residual.npz, rate.npz written; numpy scale decoder == torch (exact)")

@@ -162,7 +162,7 @@ def op_profile(path: Path, feeds: dict, threads: int = 1, n: int = 5) -> dict[st
     """ORT's per-operator kernel time (ms per run, median over ``n``) of one network on ``feeds``."""
     import onnxruntime as ort
 
-    from .runtime import session_options
+    from .sessions import session_options
 
     so = session_options(threads)
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,7 +8,8 @@ float networks (means and synthesis) run in ORT, FP32 or INT8.
 Memory stays bounded for any picture size: the synthesis runs in tiles whose overlap covers its
 receptive field (``codec.tiling``; the 8-bit picture equals the whole-picture decode's), each strip of
 tiles is converted to 8-bit RGB as soon as it is complete and handed to a sink (``codec.writers``
-streams it into the output file), and the integer scale decoder runs in bands of rows.
+streams it into the output file), and the integer scale decoder and the latent-grid networks run in bands
+of rows (the latter where the export gives their halo).
 The numpy array helpers (phase layout, strips -> RGB) are in ``export.arrays``.
 """
 from __future__ import annotations
@@ -34,12 +35,13 @@ from threadpoolctl import ThreadpoolController
 from codec.bitstream import Bitstream, BitstreamError, unpack
 from codec.entropy import CdfTables, decode_indexed
 from codec.scale_context import decode_residuals, load_table
-from codec.memory import BAND_Z, TRIM_PIXELS, release_memory
+from codec.memory import BAND_Z, TRIM_PIXELS, band_windows, release_memory
 from codec.tiling import ONNX_TILE, Footprint, plan_tiles
 
 from .arrays import checkerboard, phases, strip_to_rgb, unphase
 from .intfast import FastIntScaleDecoder
 from .intnp import IntScaleDecoder
+from .sessions import session_options, wide_activations
 
 __all__ = ["MANIFEST", "FORMAT", "ExportError", "Decoded", "load_tables", "session_options", "OnnxDecoder",
            "wide_activations",
@@ -75,30 +77,6 @@ def load_tables(path: Path) -> CdfTables:
         return CdfTables(cdfs=a["cdf"].tolist(), lengths=a["length"].tolist(), offsets=a["offset"].tolist())
 
 
-def session_options(threads: int = 1, spin: bool = False, arena: bool = True) -> ort.SessionOptions:
-    """ORT options: ``threads`` intra-op threads, sequential execution, every graph optimisation (NCHWc
-    layouts, fusions), no per-shape memory patterns (tiles come in several shapes), quiet logs.
-
-    Idle pool threads sleep unless ``spin``: on a loaded CPU spinning workers steal the cores the busy
-    ones need (2 threads were 4x slower than 1 here); the same policy as OMP_WAIT_POLICY=PASSIVE.
-    ``arena=False``: tensors are freed as soon as they die instead of staying in the session's arena
-    (the networks on the latent grid run once per picture)."""
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.enable_mem_pattern = False
-    so.enable_cpu_mem_arena = arena
-    so.log_severity_level = 3
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    return so
-
-
-def wide_activations(recipe: dict | None) -> bool:
-    """Whether an INT8 network's manifest recipe (export.int8.Recipe.describe) has 16-bit activations."""
-    return bool(recipe) and str(recipe.get("activations", "")).startswith(("uint16", "int16"))
-
-
 class OnnxDecoder:
     """Decoder for one exported model; ``int8`` picks the quantised networks where they exist, ``threads``
     sets ORT's intra-op threads, ``spin`` lets idle ORT threads busy-wait (faster on an idle CPU) and
@@ -122,6 +100,7 @@ class OnnxDecoder:
         if self.global_context and "global_context" not in m["decoder_networks"]:
             raise ExportError(f"{path}: option gmm without its global_context network")
         self.manifest, self.threads, self.tile = m, threads, tile
+        self.halo = m["bands"]["halo"] if m.get("bands") else None   # z rows; absent: the whole grid at once
         self.model_id = bytes.fromhex(m["model_id"])
         self.multiple, self.skip_index = m["multiple"], m["skip_index"]
         self.my = m["channels"]["y"]
@@ -272,13 +251,27 @@ class OnnxDecoder:
         return anchors, others
 
     def reconstruct(self, z, residual, quality: int):
-        """Decoded latents (y_hat, uv_hat) from the integer state."""
+        """Decoded latents (y_hat, uv_hat) from the integer state: in bands of ``BAND_Z`` z rows where the
+        export gives the latent-grid networks' halo (codec/bands.py: a few bands' arrays in memory instead
+        of the whole grid's), else on the whole grid."""
         steps = self.gain_steps[quality].astype(np.float32)[None, :, None, None]
         gain = np.exp(np.float32(self.log_step) * steps).astype(np.float32)
-        my = self.my
         zf = z.astype(np.float32)
         # gmm: one offset per channel and picture, from the whole z (before any band or tile)
         offset = self._run("global_context", z=zf) if self.global_context else None
+        if self.halo is None:
+            return self._reconstruct(zf, residual, gain, offset)
+        rows, width = residual.shape[-2:]
+        yh = np.empty((1, self.my, rows, width), np.float32)
+        uvh = np.empty((1, residual.shape[1] - self.my, rows, width), np.float32)
+        for z0, z1, e0, e1 in band_windows(zf.shape[-2], BAND_Z, self.halo):
+            y, uv = self._reconstruct(zf[..., e0:e1, :], residual[..., 4 * e0: 4 * e1, :], gain, offset)
+            keep = slice(4 * (z0 - e0), 4 * (z1 - e0))
+            yh[..., 4 * z0: 4 * z1, :], uvh[..., 4 * z0: 4 * z1, :] = y[..., keep, :], uv[..., keep, :]
+        return yh, uvh
+
+    def _reconstruct(self, zf, residual, gain, offset):
+        my = self.my
         o_y, o_uv = (None, None) if offset is None else (offset[:, :my], offset[:, my:])
         ry = residual[:, :my].astype(np.float32)
         luma = self._passes("y", self._run("hyper_decoder_y", z=zf), gain[:, :my], ry, offset=o_y)

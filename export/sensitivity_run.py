@@ -50,7 +50,7 @@ def decode_rows(decoder, streams: list[dict], label: str) -> list[dict]:
 @contextlib.contextmanager
 def swapped(decoder, files: dict[str, Path]):
     """``decoder`` with the networks named in ``files`` read from those ONNX files instead (restored after)."""
-    from .runtime import session_options
+    from .sessions import session_options
 
     saved = {n: decoder.sessions[n] for n in files}
     try:

@@ -14,7 +14,7 @@ import torch
 from torch.export import Dim
 
 from .nets import NetSpec
-from .runtime import session_options
+from .sessions import session_options
 
 OPSET = 18
 MAX_LATENT = 1024   # latent grid side at the bitstream's 16384-pixel limit

@@ -369,10 +369,13 @@ def gmm_student(student, tmp_path_factory):
     return load_model(str(path)), path
 
 
-def test_gmm_model_exports_and_decodes_with_the_encoders_symbols(student, gmm_student, eval_paths, tmp_path):
+def test_gmm_model_exports_and_decodes_with_the_encoders_symbols(student, gmm_student, eval_paths, tmp_path,
+                                                                 monkeypatch):
     """python -m export on student-1k+gmm: the mixture's baked tables are the residual tables, the global
     context one more (FP32) network; torch-encoded streams decode in ONNX (FP32, INT8) with the encoder's
-    symbols, its offsets added where torch adds them; a stream of the base model is refused."""
+    symbols, its offsets added where torch adds them, and the same latents in bands of z rows as on the whole
+    grid; a stream of the base model is refused."""
+    import export.runtime
     from export.__main__ import main
     from export.runtime import ExportError, OnnxDecoder
 
@@ -405,6 +408,11 @@ def test_gmm_model_exports_and_decodes_with_the_encoders_symbols(student, gmm_st
     err = lambda: float(np.abs(dec.decode(data).y - ref).max())  # noqa: E731
     with_offsets = err()
     assert np.array_equal(OnnxDecoder(out, tile=128).decode(data).rgb, dec.decode(data).rgb)   # tiles: one offset
+    assert m["bands"]["halo"] >= 1 and dec.halo == m["bands"]["halo"]
+    monkeypatch.setattr(export.runtime, "BAND_Z", 1)      # one z row per band, with the halo around it
+    banded = dec.decode(data).y
+    dec.halo = None
+    assert np.array_equal(dec.decode(data).y, banded)
     dec.global_context = False
     assert with_offsets < 1e-3 < err(), with_offsets
     with pytest.raises(bsf.BitstreamError, match="another model"):

@@ -117,11 +117,12 @@ def test_torch_tiled_equals_whole(picture, name, tiles, one_thread, monkeypatch)
     assert_same_picture(decode_image(model, data, tile=tiles[0]), whole, exact, name)
 
 
-@pytest.mark.parametrize("name", ["student-2k", "teacher"])
+@pytest.mark.parametrize("name", ["student-2k", "teacher", "student-2k-wide+ctxscale"])
 def test_latent_bands_equal_the_whole_grid(eval_paths, name, one_thread, monkeypatch):
     """codec/bands.py: the decoder's hyper decoders, context and fusion run in bands of z rows (here one
-    z row each, with the measured halo around it) and give the whole grid's latents bit for bit; the
-    banded integer scale decoder gives the same integers."""
+    z row each, with the measured halo around it) and give the whole grid's latents bit for bit (with the
+    gmm option's global context computed once on the whole z); the banded integer scale decoder gives the
+    same integers."""
     import codec.bands
     from codec.bands import band_halo
     from codec.tiling import decoded_latents
@@ -143,11 +144,13 @@ def test_latent_bands_equal_the_whole_grid(eval_paths, name, one_thread, monkeyp
     assert all(torch.equal(model.scale_decoder.int_forward(z.float(), band=b), ref) for b in (1, 2, 7))
 
 
-def test_models_with_options_are_not_banded():
+def test_models_whose_hooks_read_the_mean_or_the_whole_grid_are_not_banded():
     from codec.bands import band_halo
     from codec.registry import create_model
 
-    assert band_halo(create_model("student-1k+gmm")) is None
+    assert band_halo(create_model("student-1k+pp")) is None       # post-filter reads the predicted mean
+    assert band_halo(create_model("student-1k+hda")) is None      # attention in the hyper decoders
+    assert band_halo(create_model("student-1k+gmm")) is not None  # global context: offsets from the whole z
 
 
 def test_uniform_windows_keep_every_needed_cell():
