@@ -79,29 +79,45 @@ def table_keys(index: np.ndarray, s_bucket: np.ndarray, t_bucket: np.ndarray) ->
     return (index.astype(np.int32) * len(S_EDGES) + s_bucket) * T_BUCKETS + t_bucket
 
 
+def _phase_sums(residual: np.ndarray):
+    """S at the two non-anchor phases, (rows 0::2, cols 1::2) and (rows 1::2, cols 0::2), from the anchor
+    phases alone: each non-anchor's four neighbours are anchors, two in each anchor phase. Same values as
+    ``neighbour_sums`` there, on a quarter of the grid each (int32; the leading axes are kept)."""
+    h, w = residual.shape[-2:]
+    hh, wh = -(-h // 2), -(-w // 2)
+    lead = residual.shape[:-2]
+    ee = np.zeros(lead + (hh + 1, wh + 1), np.int32)   # ee[i, j]: anchor (2i, 2j); zero beyond the grid
+    oo = np.zeros(lead + (hh + 1, wh + 1), np.int32)   # oo[i + 1, j + 1]: anchor (2i + 1, 2j + 1)
+    ee[..., :hh, :wh] = np.minimum(np.abs(residual[..., 0::2, 0::2]), A_MAX)
+    oo[..., 1: h // 2 + 1, 1: w // 2 + 1] = np.minimum(np.abs(residual[..., 1::2, 1::2]), A_MAX)
+    s_eo = ee[..., :hh, : w // 2] + ee[..., :hh, 1: w // 2 + 1] + oo[..., :hh, 1: w // 2 + 1] + oo[..., 1: hh + 1, 1: w // 2 + 1]
+    s_oe = oo[..., 1: h // 2 + 1, :wh] + oo[..., 1: h // 2 + 1, 1: wh + 1] + ee[..., : h // 2, :wh] + ee[..., 1: h // 2 + 1, :wh]
+    return s_eo, s_oe
+
+
+_NON_ANCHORS = ((slice(0, None, 2), slice(1, None, 2)), (slice(1, None, 2), slice(0, None, 2)))
+
+
 def context_index(residual: np.ndarray, index: np.ndarray, y_channels: int, lut: np.ndarray,
                   t_edges: np.ndarray, chunk: int = 16) -> np.ndarray:
     """The coded index of every element of one picture (C x h x w arrays; ``residual`` with only the
     anchors' values needed): non-anchors moved by ``lut`` (2 x levels x len(S_EDGES) x T_BUCKETS, int8),
-    anchors unchanged. Returns a new array of ``index``'s dtype. Works on ``chunk`` channels at a time, so
-    that a 12-Mpixel picture needs a few tens of MB beside its arrays. The arrays may hold one branch only
-    (``y_channels`` = all channels: Y; 0: UV)."""
+    anchors unchanged. Returns a new array of ``index``'s dtype. Works on the non-anchor phases only
+    (``_phase_sums``: S there is half a grid per branch, int32) and on ``chunk`` channels at a time. The arrays may hold one branch only (``y_channels`` = all channels: Y; 0: UV)."""
     levels = lut.shape[1]
-    anchor = anchor_mask(*index.shape[-2:])
     out = index.copy()
     for branch, (c0, c1) in enumerate(((0, y_channels), (y_channels, index.shape[0]))):
         if c0 == c1:
             continue
         blocks = [slice(c, min(c + chunk, c1)) for c in range(c0, c1, chunk)]
-        # T = the sum over channels of S = the four-neighbour sum of the anchors' summed activity
-        t = _four_sum(sum(_activity(residual[b], anchor).sum(0, dtype=np.int64) for b in blocks))
-        t_bucket = t_buckets(t, t_edges[branch])
+        sums = [_phase_sums(residual[b]) for b in blocks]        # a quarter of the branch's grid each
+        t_bucket = [t_buckets(sum(x[k].sum(0) for x in sums), t_edges[branch]) for k in range(2)]   # T = sum of S
         flat = lut[branch].reshape(-1)
-        for b in blocks:
-            part = index[b]
-            delta = flat[table_keys(part, s_buckets(neighbour_sums(residual[b], anchor)), t_bucket)]
-            moved = np.clip(part.astype(np.int32) + delta, 0, levels - 1).astype(index.dtype)
-            out[b] = np.where(anchor, part, moved)
+        for b, phase_sums in zip(blocks, sums):
+            for (rows, cols), s, tb in zip(_NON_ANCHORS, phase_sums, t_bucket):
+                part = index[b, rows, cols]
+                delta = flat[table_keys(part, s_buckets(s), tb)]
+                out[b, rows, cols] = np.clip(part.astype(np.int32) + delta, 0, levels - 1)
     return out
 
 
