@@ -7,6 +7,8 @@ import torch.nn.functional as F
 
 from . import bitstream as bsf
 from .color import rgb_to_yuv420, to_tensor, to_uint8, yuv420_to_rgb
+from .encode_tiles import analyse_tiled
+from .rdoq import RDOQ_MU
 from .refine import effort_level, refine_latents
 from .weights import model_id
 
@@ -38,12 +40,19 @@ def encode_image(model, image: np.ndarray, quality: int, effort: str = "fast", p
     bsf.check_size(h, w)
     if not 0 <= quality < model.num_qualities:
         raise ValueError(f"quality must be in 0..{model.num_qualities - 1}, got {quality}")
-    y, uv = pad_planes(to_tensor(image), model.cfg.multiple)
-    latents = None
+    y = uv = latents = None
+    if level is None:   # large pictures: the analysis in tiles, the same latents (codec/encode_tiles.py)
+        latent = analyse_tiled(model, image)
+        if latent is not None:
+            latents, rdoq = (latent, model.hyper_analysis(latent)), RDOQ_MU if rdoq is None else rdoq
+            del latent
+    if latents is None:
+        y, uv = pad_planes(to_tensor(image), model.cfg.multiple)
     if level is not None:
         with torch.inference_mode(False), torch.enable_grad():
             latents = refine_latents(model, y, uv, quality, level, size=(h, w), progress=progress).latents
-    streams, _ = model.compress_planes(y, uv, quality, latents, rdoq)
+    tiled = y is None   # then also the latent-grid networks in bands of rows (codec/bands.py)
+    streams, _ = model.compress_planes(y, uv, quality, latents, rdoq, bands=tiled)
     return bsf.pack(bsf.Bitstream(model_id(model), quality, h, w, tuple(streams)))
 
 

@@ -84,20 +84,24 @@ def band_halo(model, limit: int = 64) -> int | None:
     return halo
 
 
-def reconstruct_in_bands(model, z_int, gain, coded, residual_fn, halo: int, band: int | None = None):
+def reconstruct_in_bands(model, z_int, gain, band_inputs, halo: int, band: int | None = None,
+                         residuals: bool = False):
     """``model._reconstruct`` run on bands of ``band`` z rows (default ``BAND_Z``) with ``halo`` rows of
-    context each side (``codec.memory.band_windows``); ``residual_fn(branch, rows)`` gives the branch's
-    decoded residuals (a view) for latent rows ``rows``. Returns (y_hat, uv_hat), the whole grid's values."""
+    context each side (``codec.memory.band_windows``). ``band_inputs(rows)`` gives, for the latent rows
+    ``rows`` of a band's window, ``(coded, residual_fn)`` as ``_reconstruct`` takes them (the decoder: its
+    decoded residuals; the encoder: its quantizer on those rows). Returns (y_hat, uv_hat), and with
+    ``residuals`` the residuals too: the whole grid's values."""
     hz, wz = z_int.shape[-2:]
     offsets = model._mean_offsets(z_int)      # the global context reads the whole z
     yh = z_int.new_empty(z_int.shape[0], model.cfg.y_channels, 4 * hz, 4 * wz)
     uvh = z_int.new_empty(z_int.shape[0], model.cfg.uv_channels, 4 * hz, 4 * wz)
+    r = z_int.new_empty(z_int.shape[0], yh.shape[1] + uvh.shape[1], 4 * hz, 4 * wz) if residuals else None
     for z0, z1, e0, e1 in band_windows(hz, band or BAND_Z, halo):
-        rows = slice(4 * e0, 4 * e1)
-        _, y, uv, _ = model._reconstruct(z_int[..., e0:e1, :], gain, coded,
-                                         lambda branch, mug, rows=rows: residual_fn(branch, rows), offsets)
-        keep = slice(4 * (z0 - e0), 4 * (z1 - e0))
-        yh[..., 4 * z0: 4 * z1, :] = y[..., keep, :]
-        uvh[..., 4 * z0: 4 * z1, :] = uv[..., keep, :]
-        del y, uv
-    return yh, uvh
+        res, y, uv, _ = model._reconstruct(z_int[..., e0:e1, :], gain, *band_inputs(slice(4 * e0, 4 * e1)),
+                                           offsets)
+        keep, rows = slice(4 * (z0 - e0), 4 * (z1 - e0)), slice(4 * z0, 4 * z1)
+        yh[..., rows, :], uvh[..., rows, :] = y[..., keep, :], uv[..., keep, :]
+        if residuals:
+            r[..., rows, :] = res[..., keep, :]
+        del res, y, uv
+    return (yh, uvh, r) if residuals else (yh, uvh)

@@ -21,6 +21,12 @@ from .rdoq import RDOQ_MU, RDQuantizer
 from .scale_context import anchor_mask, decode_residuals, stream_masks
 
 
+# z rows per band of the encoder's latent-grid pass: each band's window adds the halo (2 z rows for the
+# students) on both sides, and the encoder's rate-distortion rounding runs on the whole window, so its
+# bands are larger than the decoder's (BAND_Z): less repeated work, for memory that matters less there.
+ENCODE_BAND_Z = 16
+
+
 class CodingMixin:
     """Entropy coding of a ``YUVCodec``: integer encoder state, [z stream, residual stream] <-> planes."""
 
@@ -39,11 +45,13 @@ class CodingMixin:
 
     @torch.no_grad()
     def encode_latents(self, y_plane, uv_plane, q: int, latents: tuple | None = None,
-                       rdoq: float | None = None) -> dict:
+                       rdoq: float | None = None, bands: bool = False) -> dict:
         """Encoder side without entropy coding: integers to code, reconstruction and estimated bits.
-        ``latents`` = (latent, hyper-latent) replaces the analysis transforms' output (refinement).
+        ``latents`` = (latent, hyper-latent) replaces the analysis transforms' output (refinement, tiles).
         ``rdoq``: the rate-distortion rounding's mu (codec/rdoq.py; 0 = nearest integer); by default
-        RDOQ_MU for the analysis transforms' latents and 0 for given (refined) ones."""
+        RDOQ_MU for the analysis transforms' latents and 0 for given (refined) ones. ``bands``: the
+        latent-grid networks in bands of rows where the model allows it (codec/bands.py; the same integers
+        at one thread, less memory; ``mean`` is then None)."""
         if latents is None:
             latent = self._analyse(y_plane, uv_plane)
             z = self.hyper_analysis(latent)
@@ -55,7 +63,18 @@ class CodingMixin:
         z_int = torch.clamp(torch.round(z), INPUT_MIN, INPUT_MAX)
         index, skip, gain = self._index(z_int, q)
         target = {"y": ly * gain[:, : self.cfg.y_channels], "uv": luv * gain[:, self.cfg.y_channels:]}
-        r, yh, uvh, mean = self._reconstruct(z_int, gain, (~skip).float(), self._quantizer(target, index, skip, rdoq))
+        halo = band_halo(self) if bands else None
+        if halo is None:
+            r, yh, uvh, mean = self._reconstruct(z_int, gain, (~skip).float(),
+                                                 self._quantizer(target, index, skip, rdoq))
+        else:
+            def band_inputs(rows):
+                part = {b: t[..., rows, :] for b, t in target.items()}
+                return (~skip[..., rows, :]).float(), self._quantizer(part, index[..., rows, :], skip[..., rows, :], rdoq)
+
+            (yh, uvh, r), mean = reconstruct_in_bands(self, z_int, gain, band_inputs, halo, ENCODE_BAND_Z,
+                                                      residuals=True), None
+        del target
         index = self._coded_index(r, index)   # the skip mask stays the hyper-latent index's
         return {"z": z_int.long(), "residual": r.long(), "index": index, "skip": skip,
                 "y_hat": yh, "uv_hat": uvh, "mean": mean}
@@ -87,12 +106,12 @@ class CodingMixin:
 
     @torch.no_grad()
     def compress_planes(self, y_plane, uv_plane, q: int, latents: tuple | None = None,
-                        rdoq: float | None = None) -> tuple[list[bytes], dict]:
+                        rdoq: float | None = None, bands: bool = False) -> tuple[list[bytes], dict]:
         """Code padded planes into [z stream, residual stream]; also returns the encoder-side state.
-        ``latents``, ``rdoq``: see ``encode_latents``."""
+        ``latents``, ``rdoq``, ``bands``: see ``encode_latents``."""
         if not 0 <= q < self.num_qualities:
             raise ValueError(f"quality must be in 0..{self.num_qualities - 1}, got {q}")
-        st = self.encode_latents(y_plane, uv_plane, q, latents, rdoq)
+        st = self.encode_latents(y_plane, uv_plane, q, latents, rdoq, bands)
         z_sym = st["z"] - self._z_symbols_offset()
         z_idx = torch.arange(self.cfg.z_channels).view(1, -1, 1, 1).expand_as(z_sym)
         z_stream = encode_symbols(z_sym, z_idx, CdfTables(self.entropy_bottleneck))
@@ -160,7 +179,8 @@ class CodingMixin:
             del decoded
         else:
             parts = dict(zip(("y", "uv"), self._split(residual)))
-            yh, uvh = reconstruct_in_bands(self, z_int, gain, ones, lambda b, r: parts[b][..., r, :].float(), halo)
+            yh, uvh = reconstruct_in_bands(
+                self, z_int, gain, lambda rows: (ones, lambda b, mug: parts[b][..., rows, :].float()), halo)
             mean = None
         planes = self.synthesize(yh, uvh, mean)
         return planes, {"residual": residual, "index": index.to(torch.int32)}

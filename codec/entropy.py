@@ -42,6 +42,7 @@ RANS_HELP = ("rANS decoder: compressai (default; its C++ decoder in a helper pro
 # Decode in the helper process (needs a Python executable and select() on pipes); False: in-process,
 # for trusted streams only.
 ISOLATE = bool(sys.executable) and os.name == "posix"
+ENCODE_CHUNK = 1 << 20          # symbols per call into compressai's encoder
 TIME_LIMIT_S = 10.0             # helper time limit: this plus 2 microseconds per symbol
 
 # The Gaussian scales the integer scale index selects (a geometric table, shared by every model).
@@ -113,13 +114,18 @@ class CdfTables:
 
 def encode_symbols(symbols, indexes, tables: CdfTables) -> bytes:
     """rANS-encode integer symbols, each with the table chosen by its index (flattened, same length)."""
-    from compressai.ans import RansEncoder
+    from compressai.ans import BufferedRansEncoder
 
-    s = symbols.reshape(-1).int().tolist()
-    i = indexes.reshape(-1).int().tolist()
-    if not s:
+    s, i = symbols.reshape(-1), indexes.reshape(-1)
+    if s.numel() == 0:
         return b""  # compressai's coder crashes on an empty symbol list
-    return RansEncoder().encode_with_indexes(s, i, tables.cdfs, tables.lengths, tables.offsets)
+    # compressai's coder takes Python lists (about 36 bytes per symbol each): fed a chunk at a time, its
+    # buffered encoder writes the same stream as one call (tests/test_entropy.py) without lists of the whole.
+    encoder = BufferedRansEncoder()
+    for k in range(0, s.numel(), ENCODE_CHUNK):
+        encoder.encode_with_indexes(s[k: k + ENCODE_CHUNK].int().tolist(), i[k: k + ENCODE_CHUNK].int().tolist(),
+                                    tables.cdfs, tables.lengths, tables.offsets)
+    return encoder.flush()
 
 
 def decode_symbols(data: bytes, indexes, tables: CdfTables):

@@ -74,3 +74,18 @@ def test_unknown_decoder_is_refused(tables, monkeypatch):
 def test_padded_tables_repeat_the_last_value():
     t = rans.padded_tables([[0, 5, 65536], [0, 1, 2, 65536]], [3, 4])
     assert t.tolist() == [[0, 5, 65536, 65536], [0, 1, 2, 65536]] and t.dtype == np.int32
+
+
+def test_encoder_fed_in_chunks_writes_the_one_call_stream(tables, monkeypatch):
+    """codec.entropy.encode_symbols feeds compressai's buffered encoder ENCODE_CHUNK symbols at a time: the
+    stream is byte for byte the one a single call of compressai's RansEncoder writes."""
+    from compressai.ans import RansEncoder
+
+    rng = np.random.default_rng(7)
+    idx = rng.integers(0, len(tables), 30001).astype(np.int32)
+    symbols = np.round(rng.laplace(0, np.asarray(entropy.make_scale_table())[idx] * 2)).astype(np.int64)
+    one_call = RansEncoder().encode_with_indexes(symbols.tolist(), idx.tolist(), tables.cdfs, tables.lengths,
+                                                 tables.offsets)
+    for chunk in (1000, 29999, 1 << 20):
+        monkeypatch.setattr(entropy, "ENCODE_CHUNK", chunk)
+        assert entropy.encode_symbols(torch.from_numpy(symbols), torch.from_numpy(idx), tables) == one_call

@@ -153,6 +153,41 @@ def test_models_whose_hooks_read_the_mean_or_the_whole_grid_are_not_banded():
     assert band_halo(create_model("student-1k+gmm")) is not None  # global context: offsets from the whole z
 
 
+@pytest.mark.parametrize("name", ["student-2k", "student-2k-wide+ctxscale"])
+def test_tiled_analysis_equals_the_whole_picture(eval_paths, name, one_thread, monkeypatch):
+    """codec/encode_tiles.py: the encoder's colour conversion and analysis in tiles (64 pixels on a 300x440
+    crop, padded to 320x448: 5 x 7 tiles, each with the measured reach around it) give the whole picture's
+    latents bit for bit, and encode_image, which then also runs its latent-grid pass in bands of z rows
+    (here one each), the same bitstream."""
+    import codec.coding
+    import codec.encode_tiles
+    from codec.api import pad_planes
+    from codec.color import to_tensor
+    from codec.encode_tiles import analyse_tiled, analysis_reach
+    from codec.weights import load_model
+
+    model = load_model(name)
+    img = np.ascontiguousarray(load_rgb(next(p for p in eval_paths if p.name == "barbara.png"))[:300, :440])
+    assert analysis_reach(model) >= 1
+    with torch.inference_mode():
+        tiled = analyse_tiled(model, img, tile=64)
+        assert torch.equal(tiled, model._analyse(*pad_planes(to_tensor(img), model.cfg.multiple)))
+        assert analyse_tiled(model, img) is None                     # one default tile: analysed whole
+        whole = encode_image(model, img, 3)
+        monkeypatch.setattr(codec.encode_tiles, "ENCODE_TILE", 64)
+        monkeypatch.setattr(codec.coding, "ENCODE_BAND_Z", 1)
+        assert encode_image(model, img, 3) == whole
+
+
+def test_analysis_with_option_hooks_is_not_tiled():
+    from codec.encode_tiles import analysis_reach
+    from codec.registry import create_model
+
+    assert analysis_reach(create_model("student-1k+hda")) is None      # attention after the analysis
+    assert analysis_reach(create_model("student-1k+subimg")) is None   # a refiner before it
+    assert analysis_reach(create_model("student-1k+gmm")) is not None
+
+
 def test_uniform_windows_keep_every_needed_cell():
     from codec.tiling import Footprint, plan_tiles, uniform_windows
 

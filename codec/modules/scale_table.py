@@ -32,6 +32,8 @@ class ScaleContextTable(nn.Module):
         """Coded index of every element (B x C x h x w; only the anchors' residuals are read, zero where
         skipped): the table's move, carrying ``index``'s gradient (training), dtype and device."""
         lut, edges = self.table()
-        r, idx = residual.detach().long().cpu().numpy(), index.detach().cpu().numpy()
-        moved = np.stack([context_index(r[b], idx[b], y_channels, lut, edges) for b in range(idx.shape[0])])
-        return index + (torch.from_numpy(moved).to(index.device, index.dtype) - index.detach())
+        # int32 residuals and no copies beyond the result: a 12-Mpixel latent has 10 million elements
+        r, idx = residual.detach().to(torch.int32).cpu().numpy(), index.detach().cpu().numpy()
+        moved = [context_index(r[b], idx[b], y_channels, lut, edges) for b in range(idx.shape[0])]
+        moved = torch.from_numpy(moved[0][None] if len(moved) == 1 else np.stack(moved)).to(index.device, index.dtype)
+        return index + (moved - index.detach()) if index.requires_grad else moved
