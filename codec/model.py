@@ -245,8 +245,11 @@ class YUVCodec(CodingMixin, CompressionModel):
         if self.training:
             # The rate term's value is what the coder would spend on these symbols (skip applied); its
             # gradient stays the classic one (noise, every element): measure exactly, train smoothly.
-            index_r = index.detach()
-            symbols = self._rounded(latent.detach() * gain, mean.detach() * gain, index_r, RDOQ_MU)
+            index_r, mug = index.detach(), mean.detach() * gain
+            if rdoq == RDOQ_MU and self.scale_context is None:   # the forward rounded as the coder: read them back
+                symbols = torch.round(torch.cat((yh, uvh), 1).detach() * gain - mug)
+            else:
+                symbols = self._rounded(latent.detach() * gain, mug, index_r, RDOQ_MU)
             exact = (self._symbol_cost("gaussian_conditional")(symbols, self._coded_index(symbols, index_r))
                      * (index_r >= self.cfg.skip_index))
             lik = torch.cat((lik_y, lik_uv), 1)

@@ -91,6 +91,11 @@ def test_training_rate_mode_noise_rd_rounds_as_the_encoder_and_passes_gradients(
     r = torch.round(r)
     assert torch.all((r == nearest) | (r == nearest - torch.sign(nearest)))
     assert (r != nearest).any()
+    # the rate term's value: the coder's bits of exactly these integers (read back from the forward), as the
+    # encoder's own rounding of the same latents around the same means decides them
+    coded = model._rounded(out["latent"].detach() * gain, out["mean"].detach() * gain, out["scale_index"].detach(),
+                           RDOQ_MU)
+    assert torch.equal(coded, r)
     out["y"].square().mean().backward()
     assert next(model.analysis_y.parameters()).grad.abs().sum() > 0
     with pytest.raises(ValueError, match="rate must be one of"):
