@@ -199,7 +199,8 @@ def _ans():
     return module
 
 
-# Requests on stdin: kind (b"T" tables, b"D" decode), 16-byte table key, two counts, then int32 payload.
+# Requests on stdin: kind (b"T" tables, b"D" decode, b"B" decode with one byte per table index), 16-byte table
+# key, two counts, then the payload (int32, or for b"B" the indexes as bytes: a quarter of the pipe's traffic).
 # Streams are zero-padded so that the usual over-read of a truncated stream reads zeros, not memory.
 _HELPER_SRC = r"""
 import importlib.machinery, importlib.util, struct, sys
@@ -228,7 +229,8 @@ while True:
             p += s
         tables[key] = (cdfs, lengths, offsets)
         continue
-    idx, data = ints(n), read(m) + bytes(64 + 4 * n)
+    idx = ints(n) if kind == b"D" else list(read(n))
+    data = read(m) + bytes(64 + 4 * n)
     out = ans.RansDecoder().decode_with_indexes(data, idx, *tables[key])
     wr.write(array("i", out).tobytes())
     wr.flush()
@@ -278,8 +280,9 @@ class _Helper:
                     for part in (tables.lengths, tables.offsets, flat):
                         proc.stdin.write(np.asarray(part, np.int32).tobytes())
                     self.known.add(tables.key)
-                proc.stdin.write(_HEAD.pack(b"D", tables.key, idx.size, len(data)))
-                proc.stdin.write(idx.tobytes())
+                narrow = len(tables) <= 256
+                proc.stdin.write(_HEAD.pack(b"B" if narrow else b"D", tables.key, idx.size, len(data)))
+                proc.stdin.write(idx.astype(np.uint8).tobytes() if narrow else idx.tobytes())
                 proc.stdin.write(data)
                 proc.stdin.flush()
             except OSError:  # BrokenPipeError: it died
