@@ -103,7 +103,8 @@ def context_index(residual: np.ndarray, index: np.ndarray, y_channels: int, lut:
     """The coded index of every element of one picture (C x h x w arrays; ``residual`` with only the
     anchors' values needed): non-anchors moved by ``lut`` (2 x levels x len(S_EDGES) x T_BUCKETS, int8),
     anchors unchanged. Returns a new array of ``index``'s dtype. Works on the non-anchor phases only
-    (``_phase_sums``: S there is half a grid per branch, int32) and on ``chunk`` channels at a time. The arrays may hold one branch only (``y_channels`` = all channels: Y; 0: UV)."""
+    (``_phase_sums``: S there is half a grid per branch, int32) and on ``chunk`` channels at a time. The
+    arrays may hold one branch only (``y_channels`` = all channels: Y; 0: UV)."""
     levels = lut.shape[1]
     out = index.copy()
     for branch, (c0, c1) in enumerate(((0, y_channels), (y_channels, index.shape[0]))):
